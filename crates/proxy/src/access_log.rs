@@ -1,0 +1,104 @@
+//! One log line per request, written when its response has been sent (or abandoned).
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode, Uri};
+
+use crate::conn::ActiveRequest;
+use crate::routes::Route;
+
+/// What the access line of one request says, filled in as the request goes.
+#[derive(Debug)]
+pub(crate) struct AccessLog {
+    start: Instant,
+    method: Method,
+    uri: Uri,
+    peer: IpAddr,
+    route: Option<Arc<Route>>,
+    status: StatusCode,
+    upstream_time: Option<Duration>,
+    error: Option<(&'static str, String)>,
+    _active: ActiveRequest,
+}
+
+impl AccessLog {
+    pub(crate) fn start(method: &Method, uri: &Uri, peer: IpAddr, active: ActiveRequest) -> Self {
+        Self {
+            start: Instant::now(),
+            method: method.clone(),
+            uri: uri.clone(),
+            peer,
+            route: None,
+            status: StatusCode::OK,
+            upstream_time: None,
+            error: None,
+            _active: active,
+        }
+    }
+
+    pub(crate) fn started_at(&self) -> Instant {
+        self.start
+    }
+
+    pub(crate) fn set_route(&mut self, route: Arc<Route>) {
+        self.route = Some(route);
+    }
+
+    pub(crate) fn set_status(&mut self, status: StatusCode) {
+        self.status = status;
+    }
+
+    pub(crate) fn set_upstream_time(&mut self, elapsed: Duration) {
+        self.upstream_time = Some(elapsed);
+    }
+
+    /// Records why the gateway answered itself, with the whole chain of causes.
+    pub(crate) fn set_error(&mut self, code: &'static str, err: &(dyn StdError + 'static)) {
+        self.error = Some((code, error_chain(err)));
+    }
+
+    /// Writes the line. `complete` is false when the body stopped early (client gone,
+    /// upstream failed mid-stream).
+    pub(crate) fn finish(self, bytes: u64, complete: bool) {
+        let route = self.route.as_ref().map(|r| r.key());
+        let upstream_ms = self.upstream_time.map(|t| t.as_secs_f64() * 1e3);
+        let duration_ms = self.start.elapsed().as_secs_f64() * 1e3;
+        let status = self.status.as_u16();
+        let path = self.uri.path();
+        match &self.error {
+            None => tracing::info!(
+                target: "access",
+                method = %self.method, path, route, status, upstream_ms, duration_ms, bytes,
+                complete, peer = %self.peer,
+            ),
+            Some((code, detail)) if status >= 500 => tracing::warn!(
+                target: "access",
+                method = %self.method, path, route, status, upstream_ms, duration_ms, bytes,
+                complete, peer = %self.peer, error = code, detail = %detail,
+            ),
+            Some((code, detail)) => tracing::info!(
+                target: "access",
+                method = %self.method, path, route, status, upstream_ms, duration_ms, bytes,
+                complete, peer = %self.peer, error = code, detail = %detail,
+            ),
+        }
+    }
+}
+
+/// `err: cause: cause…`, skipping causes whose text the previous one already includes.
+pub(crate) fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            let _ = write!(text, ": {part}");
+        }
+        source = cause.source();
+    }
+    text
+}

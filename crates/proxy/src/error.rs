@@ -1,0 +1,193 @@
+//! The answers the gateway gives of its own when a request cannot be forwarded.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::body::RequestBodyError;
+use crate::target::TargetError;
+
+/// Why a request got an answer from the gateway instead of from its upstream.
+///
+/// Each variant says where the trouble came from: the downstream client's request, the
+/// route table, or the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The path names no route (or no gateway path).
+    #[error("no route")]
+    NoRoute,
+    /// The request target is malformed.
+    #[error("bad request target: {0}")]
+    BadTarget(#[from] TargetError),
+    /// The request head is larger than the configured limit.
+    #[error("request headers of {size} bytes exceed the limit of {limit}")]
+    HeadersTooLarge {
+        /// Bytes in the request head.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The request body is larger than the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The downstream client failed while sending its body (it went away, or sent garbage).
+    #[error("client request body failed: {0}")]
+    ClientBody(String),
+    /// The upstream could not be connected to (refused, unreachable, name not resolved).
+    #[error("upstream {upstream} unreachable: {source}")]
+    UpstreamUnreachable {
+        /// `host:port` of the upstream.
+        upstream: String,
+        /// The connector's error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// Connecting to the upstream took longer than the connect timeout.
+    #[error("upstream {upstream} did not accept a connection within {timeout:?}")]
+    UpstreamConnectTimeout {
+        /// `host:port` of the upstream.
+        upstream: String,
+        /// The configured connect timeout.
+        timeout: Duration,
+    },
+    /// The upstream sent no response headers within the response header timeout.
+    #[error("upstream {upstream} sent no response headers within {timeout:?}")]
+    UpstreamTimeout {
+        /// `host:port` of the upstream.
+        upstream: String,
+        /// The configured response header timeout.
+        timeout: Duration,
+    },
+    /// The upstream answered with something the gateway cannot pass on.
+    #[error("upstream {upstream} sent an invalid response: {reason}")]
+    UpstreamInvalidResponse {
+        /// `host:port` of the upstream.
+        upstream: String,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// The upstream connection failed before a complete response head arrived.
+    #[error("upstream {upstream} failed: {source}")]
+    UpstreamFailed {
+        /// `host:port` of the upstream.
+        upstream: String,
+        /// The client's error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+impl ProxyError {
+    /// The status code the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute | ProxyError::BadTarget(TargetError::NotARouteKey) => {
+                StatusCode::NOT_FOUND
+            }
+            ProxyError::BadTarget(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamInvalidResponse { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// A short, stable name for the error, sent to clients and written to logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute | ProxyError::BadTarget(TargetError::NotARouteKey) => "no_route",
+            ProxyError::BadTarget(TargetError::EncodedSlash) => "encoded_slash_in_route",
+            ProxyError::BadTarget(TargetError::DotSegment) => "dot_segment_in_path",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::ClientBody(_) => "client_body_failed",
+            ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            ProxyError::UpstreamConnectTimeout { .. } => "upstream_connect_timeout",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::UpstreamFailed { .. } => "upstream_failed",
+            ProxyError::UpstreamInvalidResponse { .. } => "upstream_invalid_response",
+        }
+    }
+
+    /// The message a client may see: no upstream address, nothing internal.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute | ProxyError::BadTarget(TargetError::NotARouteKey) => {
+                "no service is routed at this path"
+            }
+            ProxyError::BadTarget(TargetError::EncodedSlash) => {
+                "the service segment of the path holds an encoded '/'"
+            }
+            ProxyError::BadTarget(TargetError::DotSegment) => {
+                "the path holds a '.' or '..' segment"
+            }
+            ProxyError::HeadersTooLarge { .. } => "the request headers are too large",
+            ProxyError::BodyTooLarge { .. } => "the request body is too large",
+            ProxyError::ClientBody(_) => "the request body could not be read",
+            ProxyError::UpstreamUnreachable { .. } => "the service is not reachable",
+            ProxyError::UpstreamConnectTimeout { .. } => {
+                "the service did not accept a connection in time"
+            }
+            ProxyError::UpstreamTimeout { .. } => "the service did not answer in time",
+            ProxyError::UpstreamFailed { .. } | ProxyError::UpstreamInvalidResponse { .. } => {
+                "the service failed to answer"
+            }
+        }
+    }
+
+    /// Sorts out a failed upstream exchange by what is found along the error's source chain.
+    pub(crate) fn from_upstream(
+        err: hyper_util::client::legacy::Error,
+        upstream: String,
+        connect_timeout: Duration,
+    ) -> Self {
+        match find_source::<RequestBodyError>(&err) {
+            Some(RequestBodyError::TooLarge { limit }) => {
+                return ProxyError::BodyTooLarge { limit: *limit };
+            }
+            Some(RequestBodyError::Client(client)) => {
+                return ProxyError::ClientBody(client.to_string());
+            }
+            None => {}
+        }
+        if err.is_connect() {
+            let timed_out = find_source::<io::Error>(&err)
+                .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut);
+            return if timed_out {
+                ProxyError::UpstreamConnectTimeout {
+                    upstream,
+                    timeout: connect_timeout,
+                }
+            } else {
+                ProxyError::UpstreamUnreachable {
+                    upstream,
+                    source: err,
+                }
+            };
+        }
+        ProxyError::UpstreamFailed {
+            upstream,
+            source: err,
+        }
+    }
+}
+
+fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}

@@ -1,0 +1,37 @@
+//! HTTP termination, the route table and streaming forwarding for `clearml-gateway`.
+//!
+//! How a request moves through the modules:
+//!
+//! - [`server`] accepts a connection and serves HTTP/1.1 and cleartext HTTP/2 on it;
+//!   `conn` closes it when idle or at shutdown.
+//! - [`gateway`] is the request path: [`target`] reads the path, the gateway answers its
+//!   own `/_gateway/` paths, and [`routes`] finds the route in the current table (one
+//!   lock-free load of an immutable snapshot).
+//! - `forward` rewrites the head (`headers`: hop-by-hop out, `X-Forwarded-*` in), sends it
+//!   through the pooled upstream client with the body streaming behind it (`body`), and
+//!   tunnels the connection after a `101`.
+//! - Every answer, forwarded or the gateway's own ([`error`]), leaves through
+//!   [`ResponseBody`], which counts bytes and writes the access line (`access_log`).
+//!
+//! Whoever owns the routes (the standalone routes file, the ClearML sync) builds a
+//! [`RouteTable`] and publishes it with [`RouteStore::replace`]; this crate knows nothing of
+//! where routes come from.
+
+mod access_log;
+pub mod body;
+mod conn;
+pub mod error;
+mod forward;
+pub mod gateway;
+mod headers;
+pub mod routes;
+pub mod server;
+pub mod settings;
+pub mod target;
+
+pub use body::{RequestBody, ResponseBody};
+pub use error::ProxyError;
+pub use gateway::{Gateway, GatewayBuilder, Readiness};
+pub use routes::{InvalidUpstream, Route, RouteStore, RouteTable, SERVICE_PREFIX, Upstream};
+pub use server::{Drain, Server};
+pub use settings::{ClientScheme, HttpSettings};

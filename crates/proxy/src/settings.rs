@@ -1,0 +1,64 @@
+//! Timeouts and limits of the HTTP listener and the upstream client.
+
+use std::time::Duration;
+
+/// The scheme clients used to reach the gateway, sent upstream as `X-Forwarded-Proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientScheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS (TLS terminated here or in front of the gateway).
+    Https,
+}
+
+impl ClientScheme {
+    /// `"http"` or `"https"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientScheme::Http => "http",
+            ClientScheme::Https => "https",
+        }
+    }
+}
+
+/// How the HTTP side behaves; every field has a default that suits a production gateway.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Longest wait for a TCP connection to an upstream.
+    pub connect_timeout: Duration,
+    /// Longest wait for an upstream's response headers after the request was sent.
+    pub response_header_timeout: Duration,
+    /// Longest time a client may take to send a request head.
+    pub client_header_timeout: Duration,
+    /// How long a client connection with no request in flight is kept open.
+    pub idle_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub upstream_idle_timeout: Duration,
+    /// Most idle pooled connections kept per upstream.
+    pub upstream_max_idle_per_host: usize,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes; `None` for no limit.
+    pub max_body_bytes: Option<u64>,
+    /// How long requests in flight may run on after shutdown starts.
+    pub shutdown_grace: Duration,
+    /// The scheme sent upstream in `X-Forwarded-Proto`.
+    pub client_scheme: ClientScheme,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            response_header_timeout: Duration::from_secs(300),
+            client_header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(60),
+            upstream_max_idle_per_host: 256,
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: None,
+            shutdown_grace: Duration::from_secs(30),
+            client_scheme: ClientScheme::Http,
+        }
+    }
+}
