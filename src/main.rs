@@ -1,1 +1,77 @@
-fn main() {}
+//! `clearml-gateway`: one process that replaces the ClearML AI Application Gateway.
+//!
+//! This file only wires: it reads the command line and the configuration, sets up logging
+//! and the runtime, picks the mode (`mode`: where routes come from) and runs it until a signal
+//! (`signals`) asks it to stop.
+
+mod cli;
+mod config;
+mod logging;
+mod mode;
+mod signals;
+
+use std::process::ExitCode;
+
+use cli::Cli;
+use config::Config;
+
+/// Exit status for a configuration or usage error (nothing was bound).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::from_args() {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprintln!("clearml-gateway: {err}\n\n{}", cli::USAGE);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.help {
+        println!("{}", cli::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    if cli.version {
+        println!("clearml-gateway {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::load(cli.env_file.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("clearml-gateway: configuration error: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mode = match mode::Mode::choose(&config, cli.routes.as_deref()) {
+        Ok(mode) => mode,
+        Err(err) => {
+            eprintln!("clearml-gateway: configuration error: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.check_config {
+        print!("{}", config.render());
+        println!("# {}", mode.describe());
+        return ExitCode::SUCCESS;
+    }
+    logging::init(&config.log);
+    for name in &config.unknown_router_vars {
+        tracing::warn!(variable = %name, "ignoring an environment variable that is not a gateway setting");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("clearml-gateway: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(mode.run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

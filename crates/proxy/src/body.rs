@@ -66,7 +66,11 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    pub(crate) fn new(inner: Incoming, limit: Option<u64>, clock: Option<Arc<UploadClock>>) -> Self {
+    pub(crate) fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        clock: Option<Arc<UploadClock>>,
+    ) -> Self {
         Self {
             inner,
             limit,

@@ -169,7 +169,8 @@ impl Gateway {
         match name {
             "health" => json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()),
             "ready" if self.readiness.is_ready() => {
-                let body = serde_json::json!({"status": "ready", "routes": self.routes.snapshot().len()});
+                let body =
+                    serde_json::json!({"status": "ready", "routes": self.routes.snapshot().len()});
                 json_response(StatusCode::OK, body.to_string().into())
             }
             "ready" => json_response(

@@ -244,11 +244,17 @@ mod tests {
 
     #[test]
     fn upgrades_are_recognised_except_h2c() {
-        let ws = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        let ws = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
         assert_eq!(requested_upgrade(&ws).unwrap(), "websocket");
         let unannounced = headers(&[("upgrade", "websocket")]);
         assert!(requested_upgrade(&unannounced).is_none());
-        let h2c = headers(&[("connection", "upgrade, http2-settings"), ("upgrade", "h2c")]);
+        let h2c = headers(&[
+            ("connection", "upgrade, http2-settings"),
+            ("upgrade", "h2c"),
+        ]);
         assert!(requested_upgrade(&h2c).is_none());
     }
 

@@ -117,7 +117,9 @@ fn is_dns_name(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -297,7 +299,10 @@ mod tests {
     #[test]
     fn upstream_urls_parse_or_say_why_not() {
         let ok = |s: &str| Upstream::parse_url(s).map(|u| u.to_string());
-        assert_eq!(ok("http://127.0.0.1:8000").unwrap(), "http://127.0.0.1:8000");
+        assert_eq!(
+            ok("http://127.0.0.1:8000").unwrap(),
+            "http://127.0.0.1:8000"
+        );
         assert_eq!(ok("http://host.local:1/").unwrap(), "http://host.local:1");
         assert_eq!(ok("http://example").unwrap(), "http://example:80");
         assert_eq!(ok("http://[::1]:9").unwrap(), "http://[::1]:9");
@@ -311,7 +316,10 @@ mod tests {
             "http://",
         ] {
             assert!(
-                matches!(Upstream::parse_url(bad), Err(InvalidUpstream::NotHttpUrl(_))),
+                matches!(
+                    Upstream::parse_url(bad),
+                    Err(InvalidUpstream::NotHttpUrl(_))
+                ),
                 "{bad}"
             );
         }

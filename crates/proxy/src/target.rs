@@ -88,7 +88,10 @@ fn has_dot_segment(path: &str) -> bool {
         while !rest.is_empty() {
             if rest[0] == b'.' {
                 rest = &rest[1..];
-            } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && (rest[2] | 0x20) == b'e'
+            } else if rest.len() >= 3
+                && rest[0] == b'%'
+                && rest[1] == b'2'
+                && (rest[2] | 0x20) == b'e'
             {
                 rest = &rest[3..];
             } else {
@@ -135,7 +138,10 @@ mod tests {
 
     #[test]
     fn other_paths_are_gateway_or_unrouted() {
-        assert_eq!(Target::parse("/_gateway/health"), Ok(Target::Gateway("health")));
+        assert_eq!(
+            Target::parse("/_gateway/health"),
+            Ok(Target::Gateway("health"))
+        );
         assert_eq!(Target::parse("/"), Ok(Target::Unrouted));
         assert_eq!(Target::parse("/service"), Ok(Target::Unrouted));
         assert_eq!(Target::parse("*"), Ok(Target::Unrouted));
@@ -143,9 +149,18 @@ mod tests {
 
     #[test]
     fn refused_paths_say_why() {
-        assert_eq!(Target::parse("/service/a%2Fb/x"), Err(TargetError::EncodedSlash));
-        assert_eq!(Target::parse("/service/a%2fb"), Err(TargetError::EncodedSlash));
-        assert_eq!(Target::parse("/service/a.b/x"), Err(TargetError::NotARouteKey));
+        assert_eq!(
+            Target::parse("/service/a%2Fb/x"),
+            Err(TargetError::EncodedSlash)
+        );
+        assert_eq!(
+            Target::parse("/service/a%2fb"),
+            Err(TargetError::EncodedSlash)
+        );
+        assert_eq!(
+            Target::parse("/service/a.b/x"),
+            Err(TargetError::NotARouteKey)
+        );
         assert_eq!(Target::parse("/service//x"), Err(TargetError::NotARouteKey));
         assert_eq!(Target::parse("/service/"), Err(TargetError::NotARouteKey));
         for path in [

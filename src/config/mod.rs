@@ -1,0 +1,492 @@
+//! The gateway's configuration: the environment of `runtime.env` (CONTRACT §1 and §9),
+//! optionally loaded from an env file first, checked whole before anything is bound.
+//!
+//! `env_file` reads a `runtime.env`; `raw` collects the variables as text with `envy`;
+//! `values` interprets each one (errors name the variable and the value); this module
+//! assembles them into a [`Config`]; `show` prints it for `--check-config`; `routes_file`
+//! reads the standalone routes file.
+
+mod cidr;
+pub mod env_file;
+mod raw;
+pub mod routes_file;
+mod show;
+mod values;
+pub mod variables;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gateway_proxy::{ClientScheme, HttpSettings};
+
+pub use cidr::Cidr;
+use raw::RawEnv;
+use values::Value;
+
+/// A configuration that cannot be used; the process exits before binding anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value of the wrong form.
+    #[error("{var}={value:?}: expected {expected}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should look like.
+        expected: String,
+    },
+    /// A variable and its alias are both set, to different values.
+    #[error(
+        "{first}={first_value:?} and {second}={second_value:?} disagree: set one of them, or both to the same value"
+    )]
+    Conflict {
+        /// The primary name.
+        first: &'static str,
+        /// Its value.
+        first_value: String,
+        /// The alias.
+        second: &'static str,
+        /// Its value.
+        second_value: String,
+    },
+    /// A variable that the other settings make mandatory is unset.
+    #[error("{var} must be set {because}")]
+    Missing {
+        /// The variable.
+        var: &'static str,
+        /// Why it is needed.
+        because: &'static str,
+    },
+    /// Variables that are valid alone but not together.
+    #[error("{0}")]
+    Inconsistent(String),
+    /// The env file could not be read.
+    #[error(transparent)]
+    EnvFile(#[from] env_file::EnvFileError),
+    /// The environment could not be read as text.
+    #[error("reading the environment: {0}")]
+    Environment(#[from] envy::Error),
+}
+
+/// The gateway's own ClearML credentials and server.
+#[derive(Debug, Clone)]
+pub struct ClearmlConfig {
+    /// `CLEARML_API_HOST`, without a trailing `/`.
+    pub api_host: String,
+    /// `CLEARML_API_ACCESS_KEY`.
+    pub access_key: String,
+    /// `CLEARML_API_SECRET_KEY`.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "read by the ClearML client, which logs in with it"
+        )
+    )]
+    pub secret_key: Secret,
+}
+
+/// A value never printed or logged.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that must send it.
+    #[expect(
+        dead_code,
+        reason = "read by the ClearML client, which logs in with it"
+    )]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// How the gateway's auth cookie is set and checked.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `AUTH_COOKIE_NAME`.
+    pub cookie_name: String,
+    /// `AUTH_SECURE_ENABLED`: the `Secure` flag on cookies the gateway sets.
+    pub cookie_secure: bool,
+    /// `AUTH_BASE64_JWKS_KEY`: check token signatures locally with this key.
+    pub jwks_key: Option<Secret>,
+}
+
+/// The TCP session port range and the address clients are given for it.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// `TCP_ROUTER_ADDRESS`.
+    pub router_address: Option<String>,
+    /// `TCP_PORT_START..=TCP_PORT_END`.
+    pub ports: RangeInclusive<u16>,
+}
+
+/// How `browser_endpoint` is written (CONTRACT §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserEndpoint {
+    /// The same URL as `endpoint`.
+    Direct,
+    /// The enterprise server's `auth.redirect_to_router` form.
+    Redirect,
+}
+
+/// Text for people, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// What is logged, and how.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `LOGGER_LEVEL`, as a level name.
+    pub level: &'static str,
+    /// The filter directive (`RUST_LOG`, else `LOGGER_LEVEL` mapped to a level).
+    pub filter: String,
+    /// `ROUTER__LOG_FORMAT`.
+    pub format: LogFormat,
+}
+
+/// PEM files to serve TLS with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// `ROUTER__WEBSERVER__TLS_CERT`.
+    pub cert: PathBuf,
+    /// `ROUTER__WEBSERVER__TLS_KEY`.
+    pub key: PathBuf,
+}
+
+/// The whole, checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ROUTER_NAME`.
+    pub router_name: String,
+    /// Where the HTTP listener binds.
+    pub listen: SocketAddr,
+    /// `ROUTER_URL`, without a trailing `/`.
+    pub router_url: Option<String>,
+    /// The ClearML server; `None` in standalone mode.
+    pub clearml: Option<ClearmlConfig>,
+    /// Cookie and token settings.
+    pub auth: AuthConfig,
+    /// TCP sessions; `None` when off.
+    pub tcp: Option<TcpConfig>,
+    /// `LISTEN_QUEUE_NAME`, split; empty for every queue.
+    pub listen_queues: Vec<String>,
+    /// `ROUTER__SYNC__POLL_INTERVAL_MS`.
+    pub poll_interval: Duration,
+    /// `ROUTER__HTTP__BROWSER_ENDPOINT`.
+    pub browser_endpoint: BrowserEndpoint,
+    /// `ROUTER__UPSTREAM__ALLOW_CIDRS`; `None` for the default (all but link-local).
+    pub allow_cidrs: Option<Vec<Cidr>>,
+    /// TLS, when both PEM files are set.
+    pub tls: Option<TlsFiles>,
+    /// Logging.
+    pub log: LogConfig,
+    /// Timeouts and limits of the HTTP side.
+    pub http: HttpSettings,
+    /// `ROUTER__…` variables that were set but mean nothing here (likely typos).
+    pub unknown_router_vars: Vec<String>,
+}
+
+impl Config {
+    /// Loads the configuration: the env file (if any) first, then the process environment,
+    /// which wins where both set a variable.
+    pub fn load(env_file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut vars = BTreeMap::new();
+        if let Some(path) = env_file {
+            vars.extend(env_file::read(path)?);
+        }
+        vars.extend(std::env::vars());
+        Self::from_vars(&vars)
+    }
+
+    /// Builds the configuration from variables (names as in `runtime.env`).
+    pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let raw = RawEnv::from_vars(vars)?;
+        let router_url = Value::of("ROUTER_URL", &raw.router_url).http_url()?;
+        let clearml = clearml(&raw)?;
+        if clearml.is_some() && router_url.is_none() {
+            return Err(ConfigError::Missing {
+                var: "ROUTER_URL",
+                because: "when CLEARML_API_HOST is set: endpoints written to tasks are built from it",
+            });
+        }
+        let https = router_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        let host = Value::of("ROUTER__WEBSERVER__SERVER_HOST", &raw.server_host)
+            .ip()?
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let port = Value::of("ROUTER__WEBSERVER__SERVER_PORT", &raw.server_port)
+            .port()?
+            .unwrap_or(8080);
+        let tls = tls(&raw)?;
+        Ok(Self {
+            router_name: Value::of("ROUTER_NAME", &raw.router_name).string_or("main-router"),
+            listen: SocketAddr::new(host, port),
+            auth: auth(&raw, https || tls.is_some())?,
+            tcp: tcp(&raw)?,
+            listen_queues: Value::of("LISTEN_QUEUE_NAME", &raw.listen_queues).list(),
+            poll_interval: Value::of("ROUTER__SYNC__POLL_INTERVAL_MS", &raw.poll_interval_ms)
+                .millis(2000, 100)?,
+            browser_endpoint: browser_endpoint(&raw)?,
+            allow_cidrs: allow_cidrs(&raw)?,
+            log: log(&raw)?,
+            http: http_settings(&raw, https || tls.is_some())?,
+            unknown_router_vars: unknown_router_vars(vars),
+            router_url,
+            clearml,
+            tls,
+        })
+    }
+
+    /// The effective configuration as `NAME=value` lines, secrets masked.
+    pub fn render(&self) -> String {
+        show::render(self)
+    }
+}
+
+fn clearml(raw: &RawEnv) -> Result<Option<ClearmlConfig>, ConfigError> {
+    let Some(api_host) = Value::of("CLEARML_API_HOST", &raw.api_host).http_url()? else {
+        return Ok(None);
+    };
+    let because = "when CLEARML_API_HOST is set: the gateway logs in to ClearML with it";
+    let access_key = raw.access_key.clone().ok_or(ConfigError::Missing {
+        var: "CLEARML_API_ACCESS_KEY",
+        because,
+    })?;
+    let secret_key = raw.secret_key.clone().ok_or(ConfigError::Missing {
+        var: "CLEARML_API_SECRET_KEY",
+        because,
+    })?;
+    Ok(Some(ClearmlConfig {
+        api_host,
+        access_key,
+        secret_key: Secret(secret_key),
+    }))
+}
+
+fn auth(raw: &RawEnv, secure_by_default: bool) -> Result<AuthConfig, ConfigError> {
+    let secure = Value::either(
+        ("AUTH_SECURE_ENABLED", &raw.cookie_secure),
+        (
+            "ROUTER__HTTP__AUTHORIZATION__COOKIE__SECURE",
+            &raw.cookie_secure_alias,
+        ),
+    )?;
+    let cookie = Value::of("AUTH_COOKIE_NAME", &raw.cookie_name);
+    let cookie_name = cookie.string_or("clearml_token_basic");
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !cookie_name.chars().all(token_char) {
+        return Err(cookie.reject("a cookie name (letters, digits and !#$%&'*+-.^_`|~)"));
+    }
+    Ok(AuthConfig {
+        cookie_name,
+        cookie_secure: secure.boolean()?.unwrap_or(secure_by_default),
+        jwks_key: raw.jwks_key.clone().map(Secret),
+    })
+}
+
+fn tcp(raw: &RawEnv) -> Result<Option<TcpConfig>, ConfigError> {
+    let start = Value::either(
+        ("TCP_PORT_START", &raw.tcp_start),
+        ("ROUTER__STREAM__PORT_RANGE__START", &raw.tcp_start_alias),
+    )?;
+    let end = Value::either(
+        ("TCP_PORT_END", &raw.tcp_end),
+        ("ROUTER__STREAM__PORT_RANGE__END", &raw.tcp_end_alias),
+    )?;
+    let address = Value::either(
+        ("TCP_ROUTER_ADDRESS", &raw.tcp_address),
+        ("ROUTER__STREAM__EXTERNAL_URL", &raw.tcp_address_alias),
+    )?;
+    let ports = match (start.port()?, end.port()?) {
+        (None, None) => return Ok(None),
+        (Some(first), Some(last)) if first <= last => first..=last,
+        (Some(first), Some(last)) => {
+            return Err(ConfigError::Inconsistent(format!(
+                "{}={first} is greater than {}={last}: the TCP port range is empty",
+                start.var, end.var
+            )));
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                var: "TCP_PORT_END",
+                because: "when TCP_PORT_START is set (leave both empty to turn TCP sessions off)",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                var: "TCP_PORT_START",
+                because: "when TCP_PORT_END is set (leave both empty to turn TCP sessions off)",
+            });
+        }
+    };
+    Ok(Some(TcpConfig {
+        router_address: address.text.map(str::to_owned),
+        ports,
+    }))
+}
+
+fn browser_endpoint(raw: &RawEnv) -> Result<BrowserEndpoint, ConfigError> {
+    let value = Value::of("ROUTER__HTTP__BROWSER_ENDPOINT", &raw.browser_endpoint);
+    Ok(match value.choice(&["direct", "redirect"])? {
+        Some("redirect") => BrowserEndpoint::Redirect,
+        _ => BrowserEndpoint::Direct,
+    })
+}
+
+fn allow_cidrs(raw: &RawEnv) -> Result<Option<Vec<Cidr>>, ConfigError> {
+    let value = Value::of("ROUTER__UPSTREAM__ALLOW_CIDRS", &raw.allow_cidrs);
+    if value.text.is_none() {
+        return Ok(None);
+    }
+    let cidrs = value
+        .list()
+        .iter()
+        .map(|item| item.parse::<Cidr>())
+        .collect::<Result<Vec<_>, ()>>()
+        .map_err(|()| value.reject("comma-separated networks such as 10.0.0.0/8,fd00::/8"))?;
+    Ok(Some(cidrs))
+}
+
+fn tls(raw: &RawEnv) -> Result<Option<TlsFiles>, ConfigError> {
+    match (&raw.tls_cert, &raw.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        })),
+        (Some(_), None) => Err(ConfigError::Missing {
+            var: "ROUTER__WEBSERVER__TLS_KEY",
+            because: "when ROUTER__WEBSERVER__TLS_CERT is set",
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            var: "ROUTER__WEBSERVER__TLS_CERT",
+            because: "when ROUTER__WEBSERVER__TLS_KEY is set",
+        }),
+    }
+}
+
+fn log(raw: &RawEnv) -> Result<LogConfig, ConfigError> {
+    let format = match Value::of("ROUTER__LOG_FORMAT", &raw.log_format).choice(&["text", "json"])? {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    let level = Value::of("LOGGER_LEVEL", &raw.log_level);
+    let level = match level.text.map(str::to_ascii_lowercase).as_deref() {
+        None => "info",
+        Some("trace") => "trace",
+        Some("debug") => "debug",
+        Some("info") => "info",
+        Some("warn" | "warning") => "warn",
+        Some("error" | "critical" | "fatal") => "error",
+        Some(_) => return Err(level.reject("one of trace, debug, info, warning, error")),
+    };
+    let filter = match &raw.rust_log {
+        Some(directive) => {
+            directive
+                .parse::<tracing_subscriber::filter::Targets>()
+                .map_err(|_| {
+                    Value::of("RUST_LOG", &raw.rust_log)
+                        .reject("a filter such as info or info,access=warn")
+                })?;
+            directive.clone()
+        }
+        None => level.to_owned(),
+    };
+    Ok(LogConfig {
+        level,
+        filter,
+        format,
+    })
+}
+
+fn http_settings(raw: &RawEnv, https: bool) -> Result<HttpSettings, ConfigError> {
+    let ms = |var, text, default, min| Value::of(var, text).millis(default, min);
+    let max_body = Value::of("ROUTER__HTTP__MAX_BODY_BYTES", &raw.max_body_bytes).number(
+        0,
+        0,
+        "bytes (0 for no limit)",
+    )?;
+    let max_idle = Value::of(
+        "ROUTER__HTTP__UPSTREAM_MAX_IDLE_PER_HOST",
+        &raw.upstream_max_idle_per_host,
+    )
+    .number(256, 0, "connections")?;
+    let max_header = Value::of("ROUTER__HTTP__MAX_HEADER_BYTES", &raw.max_header_bytes).number(
+        64 * 1024,
+        1024,
+        "bytes",
+    )?;
+    Ok(HttpSettings {
+        connect_timeout: ms(
+            "ROUTER__HTTP__CONNECT_TIMEOUT_MS",
+            &raw.connect_timeout_ms,
+            5_000,
+            1,
+        )?,
+        response_header_timeout: ms(
+            "ROUTER__HTTP__RESPONSE_HEADER_TIMEOUT_MS",
+            &raw.response_header_timeout_ms,
+            300_000,
+            1,
+        )?,
+        client_header_timeout: ms(
+            "ROUTER__HTTP__CLIENT_HEADER_TIMEOUT_MS",
+            &raw.client_header_timeout_ms,
+            30_000,
+            1,
+        )?,
+        idle_timeout: ms(
+            "ROUTER__HTTP__IDLE_TIMEOUT_MS",
+            &raw.idle_timeout_ms,
+            60_000,
+            1,
+        )?,
+        upstream_idle_timeout: ms(
+            "ROUTER__HTTP__UPSTREAM_IDLE_TIMEOUT_MS",
+            &raw.upstream_idle_timeout_ms,
+            60_000,
+            1,
+        )?,
+        upstream_max_idle_per_host: usize::try_from(max_idle).unwrap_or(usize::MAX),
+        max_header_bytes: usize::try_from(max_header).unwrap_or(usize::MAX),
+        max_body_bytes: (max_body > 0).then_some(max_body),
+        shutdown_grace: ms(
+            "ROUTER__HTTP__SHUTDOWN_GRACE_MS",
+            &raw.shutdown_grace_ms,
+            30_000,
+            0,
+        )?,
+        client_scheme: if https {
+            ClientScheme::Https
+        } else {
+            ClientScheme::Http
+        },
+    })
+}
+
+fn unknown_router_vars(vars: &BTreeMap<String, String>) -> Vec<String> {
+    vars.keys()
+        .filter(|name| name.starts_with("ROUTER__") && !variables::is_known(name))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
