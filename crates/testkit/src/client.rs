@@ -1,0 +1,206 @@
+//! Clients for tests: HTTP/1.1 and h2c over a fresh connection per request, raw TCP for
+//! what a well-behaved client would never send, and WebSocket.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+
+/// A whole response, read to its end.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status.
+    pub status: StatusCode,
+    /// The protocol version the response came over.
+    pub version: Version,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON; panics with the body's text if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|err| panic!("body is not JSON ({err}): {:?}", self.text()))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The TCP connection failed.
+    Connect(std::io::Error),
+    /// The HTTP exchange failed.
+    Http(hyper::Error),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(err: std::io::Error) -> Self {
+        ClientError::Connect(err)
+    }
+}
+
+impl From<hyper::Error> for ClientError {
+    fn from(err: hyper::Error) -> Self {
+        ClientError::Http(err)
+    }
+}
+
+/// How a [`Client`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    H2c,
+}
+
+/// Sends requests to one address, each on a connection of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    addr: SocketAddr,
+    protocol: Protocol,
+}
+
+/// An HTTP/1.1 client for `addr`.
+pub fn client(addr: SocketAddr) -> Client {
+    Client {
+        addr,
+        protocol: Protocol::Http1,
+    }
+}
+
+impl Client {
+    /// The same client speaking cleartext HTTP/2 with prior knowledge.
+    pub fn h2c(self) -> Self {
+        Self {
+            protocol: Protocol::H2c,
+            ..self
+        }
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(
+            self.request(Method::GET, path)
+                .body(Full::default())
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// `POST path` with `body`.
+    pub async fn post(&self, path: &str, body: impl Into<Bytes>) -> Reply {
+        let request = self.request(Method::POST, path);
+        self.send(request.body(Full::new(body.into())).expect("request"))
+            .await
+    }
+
+    /// A request builder with the target and `Host` filled in.
+    pub fn request(&self, method: Method, path: &str) -> http::request::Builder {
+        let builder = Request::builder().method(method);
+        match self.protocol {
+            Protocol::Http1 => builder.uri(path).header("host", self.addr.to_string()),
+            Protocol::H2c => builder
+                .uri(format!("http://{}{path}", self.addr))
+                .version(Version::HTTP_2),
+        }
+    }
+
+    /// Sends `request` and reads the whole response.
+    pub async fn send<B>(&self, request: Request<B>) -> Reply
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let response = self.open(request).await;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("read the response body")
+            .to_bytes();
+        Reply {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// Sends `request` and returns as soon as the response head arrives, body unread.
+    pub async fn open<B>(&self, request: Request<B>) -> Response<Incoming>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.try_open(request).await.expect("send the request")
+    }
+
+    /// Like [`open`](Self::open), with the error instead of a panic.
+    pub async fn try_open<B>(&self, request: Request<B>) -> Result<Response<Incoming>, ClientError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = TcpStream::connect(self.addr).await?;
+        let io = TokioIo::new(stream);
+        let response = match self.protocol {
+            Protocol::Http1 => {
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+                tokio::spawn(conn.with_upgrades());
+                sender.send_request(request).await?
+            }
+            Protocol::H2c => {
+                let (mut sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+                tokio::spawn(conn);
+                sender.send_request(request).await?
+            }
+        };
+        Ok(response)
+    }
+}
+
+/// An empty request body.
+pub fn empty() -> Empty<Bytes> {
+    Empty::new()
+}
+
+/// Writes `bytes` on a new connection and reads until the server closes it (or 5 s pass).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write the request");
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received));
+    let _ = read.await;
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Opens a WebSocket to `path` on `addr`.
+pub async fn websocket(addr: SocketAddr, path: &str) -> WebSocketStream<TcpStream> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let url = format!("ws://{addr}{path}");
+    let (ws, response) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("WebSocket handshake");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws
+}

@@ -1,0 +1,258 @@
+//! The built `clearml-gateway` binary as a child process: configured through its real
+//! environment and routes file, watched through its real logs and `/proc`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::client::{client, empty};
+use crate::tempdir::TempDir;
+use crate::wait::eventually;
+
+/// How a gateway process is to be started.
+#[derive(Debug, Clone)]
+pub struct GatewayCommand {
+    binary: PathBuf,
+    routes: Vec<(String, String)>,
+    routes_toml: Option<String>,
+    env: Vec<(String, String)>,
+}
+
+/// A gateway process for the binary at `binary` (pass `env!("CARGO_BIN_EXE_clearml-gateway")`).
+pub fn gateway(binary: impl Into<PathBuf>) -> GatewayCommand {
+    GatewayCommand {
+        binary: binary.into(),
+        routes: Vec::new(),
+        routes_toml: None,
+        env: Vec::new(),
+    }
+}
+
+impl GatewayCommand {
+    /// Adds a `[[route]]` to the routes file.
+    pub fn route(mut self, id: &str, upstream: impl Into<String>) -> Self {
+        self.routes.push((id.to_owned(), upstream.into()));
+        self
+    }
+
+    /// Sets an environment variable of the process.
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.env.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Uses `text` as the whole routes file instead of the `route`s.
+    pub fn routes_toml(mut self, text: impl Into<String>) -> Self {
+        self.routes_toml = Some(text.into());
+        self
+    }
+
+    fn routes_text(&self) -> String {
+        if let Some(text) = &self.routes_toml {
+            return text.clone();
+        }
+        routes_toml(&self.routes)
+    }
+
+    /// Starts the gateway on a free port and waits until `/_gateway/health` answers.
+    pub async fn start(self) -> GatewayProcess {
+        let dir = TempDir::new("gateway");
+        let routes = dir.path().join("routes.toml");
+        std::fs::write(&routes, self.routes_text()).expect("write the routes file");
+        // A port found free can be taken before the gateway binds it: try a few.
+        for _ in 0..5 {
+            let addr = free_port();
+            let (mut child, logs) = self.spawn(&routes, addr);
+            if wait_healthy(&mut child, addr).await {
+                return GatewayProcess {
+                    child,
+                    addr,
+                    logs,
+                    routes,
+                    _dir: dir,
+                };
+            }
+            let log = logs.lock().expect("logs").clone();
+            assert!(
+                log.contains("cannot listen"),
+                "the gateway did not become healthy; its log:\n{log}"
+            );
+        }
+        panic!("the gateway found no free port in five tries");
+    }
+
+    fn spawn(&self, routes: &Path, addr: SocketAddr) -> (Child, Arc<Mutex<String>>) {
+        let mut child = Command::new(&self.binary)
+            .arg("--routes")
+            .arg(routes)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("ROUTER__WEBSERVER__SERVER_HOST", addr.ip().to_string())
+            .env("ROUTER__WEBSERVER__SERVER_PORT", addr.port().to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the gateway binary");
+        let logs = Arc::new(Mutex::new(String::new()));
+        collect_stderr(&mut child, Arc::clone(&logs));
+        (child, logs)
+    }
+
+    /// Runs the binary with `args` (no routes file, no port) and returns its exit status
+    /// and everything it printed, for tests of start-up errors and `--check-config`.
+    pub async fn run(self, args: &[&str]) -> (ExitStatus, String) {
+        let output = Command::new(&self.binary)
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(20), output)
+            .await
+            .expect("the gateway exits")
+            .expect("run the gateway binary");
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        (output.status, text)
+    }
+}
+
+/// The routes file for `routes`.
+pub fn routes_toml(routes: &[(String, String)]) -> String {
+    routes
+        .iter()
+        .map(|(id, upstream)| format!("[[route]]\nid = \"{id}\"\nupstream = \"{upstream}\"\n\n"))
+        .collect()
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("find a free port");
+    listener.local_addr().expect("local address")
+}
+
+fn collect_stderr(child: &mut Child, logs: Arc<Mutex<String>>) {
+    let Some(stderr) = child.stderr.take() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut logs = logs.lock().expect("logs");
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    });
+}
+
+/// A running gateway; killed when dropped.
+pub struct GatewayProcess {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<String>>,
+    routes: PathBuf,
+    _dir: TempDir,
+}
+
+impl GatewayProcess {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the gateway is running")
+    }
+
+    /// Its routes file, to rewrite before a SIGHUP.
+    pub fn routes_path(&self) -> &Path {
+        &self.routes
+    }
+
+    /// Everything it has logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Waits until its log holds `needle`; panics with the log after `timeout`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let logs = Arc::clone(&self.logs);
+        let found = eventually(timeout, || {
+            let logs = Arc::clone(&logs);
+            async move { logs.lock().expect("logs").contains(needle) }
+        })
+        .await;
+        assert!(
+            found,
+            "no {needle:?} in the gateway's log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Sends `signal` (`"TERM"`, `"INT"`, `"HUP"`).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the gateway did not exit; its log:\n{}", self.logs()))
+            .expect("wait for the gateway")
+    }
+
+    /// Its peak resident memory (`VmHWM` of `/proc/<pid>/status`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:") * 1024
+    }
+
+    /// Its current resident memory (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:") * 1024
+    }
+}
+
+/// Polls `/_gateway/health` until it answers 2xx; false if the process exits first or
+/// 20 s pass.
+async fn wait_healthy(child: &mut Child, addr: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let probe = async {
+            let health = client(addr);
+            let request = health.request(http::Method::GET, "/_gateway/health");
+            let response = health.try_open(request.body(empty()).ok()?).await.ok()?;
+            Some(response.status().is_success())
+        };
+        if let Ok(Some(true)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
