@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake;
 
 /// The body type backends answer with.
 pub type BackendBody = BoxBody<Bytes, Infallible>;
@@ -320,19 +321,14 @@ pub async fn websocket_echo() -> (RawBackend, Arc<Mutex<Vec<String>>>) {
             };
             let record = Arc::clone(&record);
             tokio::spawn(async move {
-                let callback =
-                    |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
-                        record.lock().expect("record").push(req.uri().to_string());
-                        Ok(resp)
-                    };
+                let callback = RecordPath(record);
                 let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
                     return;
                 };
                 while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() || message.is_binary() {
-                        if ws.send(message).await.is_err() {
-                            return;
-                        }
+                    let echo = message.is_text() || message.is_binary();
+                    if echo && ws.send(message).await.is_err() {
+                        return;
                     }
                 }
             });
@@ -344,4 +340,21 @@ pub async fn websocket_echo() -> (RawBackend, Arc<Mutex<Vec<String>>>) {
         task,
     };
     (backend, paths)
+}
+
+/// Records the request target of each WebSocket handshake.
+struct RecordPath(Arc<Mutex<Vec<String>>>);
+
+impl handshake::server::Callback for RecordPath {
+    fn on_request(
+        self,
+        request: &handshake::server::Request,
+        response: handshake::server::Response,
+    ) -> Result<handshake::server::Response, handshake::server::ErrorResponse> {
+        self.0
+            .lock()
+            .expect("record")
+            .push(request.uri().to_string());
+        Ok(response)
+    }
 }
