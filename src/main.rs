@@ -41,18 +41,27 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let mode = match mode::Mode::choose(&config, cli.routes.as_deref()) {
+    let mode = mode::Mode::choose(&config, cli.routes.as_deref());
+    if cli.check_config {
+        print!("{}", config.render());
+        return match mode {
+            Ok(mode) => {
+                println!("# {}", mode.describe());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                println!("# not startable: {err}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
+    let mode = match mode {
         Ok(mode) => mode,
         Err(err) => {
             eprintln!("clearml-gateway: configuration error: {err}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if cli.check_config {
-        print!("{}", config.render());
-        println!("# {}", mode.describe());
-        return ExitCode::SUCCESS;
-    }
     logging::init(&config.log);
     for name in &config.unknown_router_vars {
         tracing::warn!(variable = %name, "ignoring an environment variable that is not a gateway setting");
