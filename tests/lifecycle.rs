@@ -207,3 +207,48 @@ async fn a_missing_env_file_is_a_clear_error() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn logs_are_json_lines_at_the_configured_level() {
+    let app = backend::echo().await;
+    let gw = gateway(BIN)
+        .route("abc", app.url())
+        .env("ROUTER__LOG_FORMAT", "json")
+        .start()
+        .await;
+    client(gw.addr()).get("/service/abc/x?secret=1").await;
+    gw.wait_for_log("\"route\":\"abc\"", Duration::from_secs(5))
+        .await;
+    let logs = gw.logs();
+    let access = logs
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+        .find(|line| line["route"] == "abc")
+        .unwrap();
+    assert_eq!(access["target"], "access");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/service/abc/x");
+    assert!(access["upstream_ms"].as_f64().is_some());
+    assert!(
+        !logs.contains("secret=1"),
+        "query strings stay out of the log"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let quiet = gateway(BIN)
+        .route("abc", app.url())
+        .route("dead", dead)
+        .env("LOGGER_LEVEL", "warning")
+        .start()
+        .await;
+    client(quiet.addr()).get("/service/abc/").await;
+    client(quiet.addr()).get("/service/dead/").await;
+    // Lines arrive in order: once the 502 warning is in, an info line before it would be too.
+    quiet
+        .wait_for_log("status=502", Duration::from_secs(5))
+        .await;
+    assert!(!quiet.logs().contains("status=200"), "{}", quiet.logs());
+}

@@ -56,9 +56,15 @@ async fn a_swap_of_10_000_routes_loses_none_of_100_requests_in_flight() {
     let in_flight: Vec<_> = (0..100)
         .map(|_| tokio::spawn(async move { client(addr).get("/service/svc/work").await }))
         .collect();
-    let all_arrived =
-        eventually(Duration::from_secs(10), || async { app.seen().len() == 100 }).await;
-    assert!(all_arrived, "{} of 100 requests reached the backend", app.seen().len());
+    let all_arrived = eventually(Duration::from_secs(10), || async {
+        app.seen().len() == 100
+    })
+    .await;
+    assert!(
+        all_arrived,
+        "{} of 100 requests reached the backend",
+        app.seen().len()
+    );
 
     routes.replace(table(10_000, &app, 0)).await;
     assert_eq!(routes.snapshot().len(), 10_000);
@@ -91,7 +97,15 @@ async fn requests_during_repeated_swaps_never_miss_a_route_that_stays() {
     }
     let statuses = traffic.await.unwrap();
     let failed: Vec<_> = statuses.iter().filter(|s| **s != StatusCode::OK).collect();
-    assert!(failed.is_empty(), "{} requests failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {failed:?}",
+        failed.len()
+    );
     let gone = client(addr).get("/service/task0x1/").await;
-    assert_eq!(gone.status, StatusCode::NOT_FOUND, "routes of old tables are gone");
+    assert_eq!(
+        gone.status,
+        StatusCode::NOT_FOUND,
+        "routes of old tables are gone"
+    );
 }

@@ -1,0 +1,75 @@
+//! Client connections: kept alive between requests, closed when idle, and cut when a
+//! request head trickles in too slowly.
+
+use std::time::{Duration, Instant};
+
+use gateway_testkit::{backend, gateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clearml-gateway");
+
+/// Reads until the peer closes; returns what was read and how long the close took.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut received)).await;
+    assert!(
+        read.is_ok(),
+        "the gateway kept the connection open past {limit:?}"
+    );
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_serves_several_requests_then_closes_when_idle() {
+    let app = backend::echo().await;
+    let gw = gateway(BIN)
+        .route("abc", app.url())
+        .env("ROUTER__HTTP__IDLE_TIMEOUT_MS", "400")
+        .start()
+        .await;
+    let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+    let request = b"GET /service/abc/ HTTP/1.1\r\nHost: gw\r\n\r\n";
+    for _ in 0..3 {
+        stream.write_all(request).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    }
+    let (rest, waited) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(rest.is_empty(), "{rest}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "closed after {waited:?}, before the idle timeout"
+    );
+    assert_eq!(
+        app.connections(),
+        1,
+        "the upstream connection was reused too"
+    );
+}
+
+#[tokio::test]
+async fn a_request_head_that_trickles_in_is_cut_at_the_header_timeout() {
+    let app = backend::echo().await;
+    let gw = gateway(BIN)
+        .route("abc", app.url())
+        .env("ROUTER__HTTP__CLIENT_HEADER_TIMEOUT_MS", "300")
+        .start()
+        .await;
+    let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /service/abc/ HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let (_, waited) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after {waited:?}"
+    );
+    assert!(app.seen().is_empty());
+}
