@@ -27,6 +27,9 @@ pub enum ModeError {
         "--routes serves a fixed table in standalone mode; it cannot be combined with CLEARML_API_HOST"
     )]
     RoutesWithClearml,
+    /// TLS files are configured but this build cannot serve TLS.
+    #[error("ROUTER__WEBSERVER__TLS_CERT is set, but this build of the gateway serves plain HTTP only; terminate TLS in front of it")]
+    TlsUnavailable,
     /// ClearML mode is configured but this build cannot sync with ClearML.
     #[error(
         "CLEARML_API_HOST is set, but this build of the gateway serves only --routes files; ClearML sync is not available yet"
@@ -49,6 +52,9 @@ pub enum Mode {
 impl Mode {
     /// Decides the mode from the configuration and `--routes`, reading the routes file.
     pub fn choose(config: &Config, routes: Option<&Path>) -> Result<Self, ModeError> {
+        if config.tls.is_some() {
+            return Err(ModeError::TlsUnavailable);
+        }
         match (&config.clearml, routes) {
             (Some(_), Some(_)) => Err(ModeError::RoutesWithClearml),
             (Some(_), None) => Err(ModeError::ClearmlUnavailable),

@@ -204,3 +204,17 @@ pub const VARIABLES: &[Variable] = &[
 pub fn is_known(name: &str) -> bool {
     VARIABLES.iter().any(|v| v.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::VARIABLES;
+
+    #[test]
+    fn every_variable_is_documented() {
+        let docs = include_str!("../../docs/configuration.md");
+        for variable in VARIABLES {
+            let row = format!("| `{}` |", variable.name);
+            assert!(docs.contains(&row), "docs/configuration.md has no row for {}", variable.name);
+        }
+    }
+}
