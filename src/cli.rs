@@ -20,14 +20,18 @@ pub struct Cli {
 /// Shown by `--help` and after a usage error.
 pub const USAGE: &str = "\
 usage: clearml-gateway [--env-file FILE] [--routes FILE] [--check-config]
+       clearml-gateway --help | --version
 
   --env-file FILE   read variables from a runtime.env first (the environment wins)
   --routes FILE     standalone mode: serve the fixed routes of a TOML file
                     (only without CLEARML_API_HOST; nothing is authenticated)
   --check-config    print the effective configuration, secrets masked, and exit
-  --version         print the version and exit
+  -h, --help        print this help and exit
+  -V, --version     print the version and exit
 
-Configuration comes from the environment: see docs/configuration.md.";
+Configuration comes from the environment: see docs/configuration.md.
+Exit status: 0 after a clean shutdown, 2 for a configuration or usage error (nothing was
+bound), 1 for a failure at run time (e.g. the port is taken).";
 
 impl Cli {
     /// Parses the process arguments.

@@ -28,7 +28,9 @@ pub enum ModeError {
     )]
     RoutesWithClearml,
     /// TLS files are configured but this build cannot serve TLS.
-    #[error("ROUTER__WEBSERVER__TLS_CERT is set, but this build of the gateway serves plain HTTP only; terminate TLS in front of it")]
+    #[error(
+        "ROUTER__WEBSERVER__TLS_CERT is set, but this build of the gateway serves plain HTTP only; terminate TLS in front of it"
+    )]
     TlsUnavailable,
     /// ClearML mode is configured but this build cannot sync with ClearML.
     #[error(

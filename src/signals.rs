@@ -1,4 +1,5 @@
-//! The signals the gateway answers: SIGTERM/SIGINT drain and stop, SIGHUP reloads.
+//! The signals the gateway answers: SIGTERM/SIGINT drain and stop (a second one stops at
+//! once), SIGHUP reloads.
 
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -73,3 +73,30 @@ async fn a_request_head_that_trickles_in_is_cut_at_the_header_timeout() {
     );
     assert!(app.seen().is_empty());
 }
+
+#[tokio::test]
+async fn an_http_1_0_upstream_does_not_end_the_clients_keep_alive() {
+    let app = backend::fixed(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello").await;
+    let gw = gateway(BIN).route("old", app.url()).start().await;
+    let stream = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        let request = http::Request::get("/service/old/")
+            .header("host", "gw")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .expect("the connection stays open");
+        assert_eq!(response.version(), http::Version::HTTP_11);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+        assert_eq!(body.to_bytes(), "hello");
+    }
+}

@@ -14,7 +14,7 @@ pub fn render(config: &Config) -> String {
     let mut out = String::new();
     let mode = match &config.clearml {
         Some(_) => "clearml (routes from ClearML tasks)",
-        None => "standalone (routes from --routes FILE, no authentication)",
+        None => "standalone (CLEARML_API_HOST unset: routes from --routes FILE, not authenticated)",
     };
     let _ = writeln!(
         out,

@@ -214,7 +214,11 @@ mod tests {
         let docs = include_str!("../../docs/configuration.md");
         for variable in VARIABLES {
             let row = format!("| `{}` |", variable.name);
-            assert!(docs.contains(&row), "docs/configuration.md has no row for {}", variable.name);
+            assert!(
+                docs.contains(&row),
+                "docs/configuration.md has no row for {}",
+                variable.name
+            );
         }
     }
 }

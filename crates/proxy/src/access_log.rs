@@ -65,8 +65,8 @@ impl AccessLog {
     /// upstream failed mid-stream).
     pub(crate) fn finish(self, bytes: u64, complete: bool) {
         let route = self.route.as_ref().map(|r| r.key());
-        let upstream_ms = self.upstream_time.map(|t| t.as_secs_f64() * 1e3);
-        let duration_ms = self.start.elapsed().as_secs_f64() * 1e3;
+        let upstream_ms = self.upstream_time.map(millis);
+        let duration_ms = millis(self.start.elapsed());
         let status = self.status.as_u16();
         let path = self.uri.path();
         match &self.error {
@@ -87,6 +87,11 @@ impl AccessLog {
             ),
         }
     }
+}
+
+/// A duration in milliseconds with microsecond precision, for log fields.
+pub(crate) fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
 }
 
 /// `err: cause: cause…`, skipping causes whose text the previous one already includes.

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::access_log::{AccessLog, error_chain};
+use crate::access_log::{AccessLog, error_chain, millis};
 use crate::body::{RequestBody, UploadClock};
 use crate::error::ProxyError;
 use crate::gateway::Gateway;
@@ -109,6 +109,9 @@ pub(crate) async fn forward(
         spawn_tunnel(gateway, Arc::clone(route), peer, downstream, upstream);
     }
     headers::prepare_response(response.headers_mut(), switching);
+    // The client's connection is the gateway's, not the upstream's: an HTTP/1.0 upstream
+    // must not turn the client's keep-alive connection into one that closes.
+    *response.version_mut() = Version::HTTP_11;
     Ok(response)
 }
 
@@ -190,7 +193,7 @@ fn spawn_tunnel(
         let mut downstream = TokioIo::new(downstream);
         let mut upstream = TokioIo::new(upstream);
         let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-        let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+        let duration_ms = millis(started.elapsed());
         match copied {
             Ok((bytes_up, bytes_down)) => tracing::info!(
                 target: "access", route = route.key(), peer = %peer.ip(),
