@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use cli::Cli;
 use config::Config;
+use mode::{Mode, ModeError};
 
 /// Exit status for a configuration or usage error (nothing was bound).
 const EXIT_CONFIG: u8 = 2;
@@ -36,32 +37,40 @@ fn main() -> ExitCode {
     }
     let config = match Config::load(cli.env_file.as_deref()) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("clearml-gateway: configuration error: {err}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(err) => return configuration_error(&err),
     };
-    let mode = mode::Mode::choose(&config, cli.routes.as_deref());
+    let mode = Mode::choose(&config, cli.routes.as_deref());
     if cli.check_config {
-        print!("{}", config.render());
-        return match mode {
-            Ok(mode) => {
-                println!("# {}", mode.describe());
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                println!("# not startable: {err}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        };
+        return check_config(&config, mode);
     }
-    let mode = match mode {
-        Ok(mode) => mode,
-        Err(err) => {
-            eprintln!("clearml-gateway: configuration error: {err}");
-            return ExitCode::from(EXIT_CONFIG);
+    match mode {
+        Ok(mode) => serve(config, mode),
+        Err(err) => configuration_error(&err),
+    }
+}
+
+fn configuration_error(err: &dyn std::error::Error) -> ExitCode {
+    eprintln!("clearml-gateway: configuration error: {err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// `--check-config`: the effective configuration, then whether the gateway could start.
+fn check_config(config: &Config, mode: Result<Mode, ModeError>) -> ExitCode {
+    print!("{}", config.render());
+    match mode {
+        Ok(mode) => {
+            println!("# {}", mode.describe());
+            ExitCode::SUCCESS
         }
-    };
+        Err(err) => {
+            println!("# not startable: {err}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Runs the gateway until it is told to stop.
+fn serve(config: Config, mode: Mode) -> ExitCode {
     logging::init(&config.log);
     for name in &config.unknown_router_vars {
         tracing::warn!(variable = %name, "ignoring an environment variable that is not a gateway setting");
@@ -72,7 +81,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("clearml-gateway: cannot start the async runtime: {err}");
+            tracing::error!("cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };

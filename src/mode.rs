@@ -122,7 +122,14 @@ async fn reload_on_sighup(path: PathBuf, routes: Arc<RouteStore>) {
         return;
     };
     while hangups.recv().await.is_some() {
-        match routes_file::load(&path) {
+        // Reading and parsing a large file is blocking work: keep it off the request threads.
+        let file = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || routes_file::load(&file)).await;
+        let Ok(loaded) = loaded else {
+            tracing::error!("reading the routes file failed; still serving the previous routes");
+            continue;
+        };
+        match loaded {
             Ok(table) => {
                 let count = table.len();
                 routes.replace(table).await;

@@ -64,6 +64,9 @@ pub enum ConfigError {
     /// Variables that are valid alone but not together.
     #[error("{0}")]
     Inconsistent(String),
+    /// One of the gateway's variables holds bytes that are not UTF-8.
+    #[error("{0} is not valid UTF-8")]
+    NotUnicode(String),
     /// The env file could not be read.
     #[error(transparent)]
     EnvFile(#[from] env_file::EnvFileError),
@@ -210,7 +213,7 @@ impl Config {
         if let Some(path) = env_file {
             vars.extend(env_file::read(path)?);
         }
-        vars.extend(std::env::vars());
+        vars.extend(environment()?);
         Self::from_vars(&vars)
     }
 
@@ -258,6 +261,22 @@ impl Config {
     pub fn render(&self) -> String {
         show::render(self)
     }
+}
+
+/// The process environment. Entries that are not Unicode are passed over, unless their
+/// name is one of the gateway's variables, which is then an error.
+fn environment() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => vars.push((name, value)),
+            (Ok(name), Err(_)) if variables::is_known(&name) => {
+                return Err(ConfigError::NotUnicode(name));
+            }
+            _ => {}
+        }
+    }
+    Ok(vars)
 }
 
 fn clearml(raw: &RawEnv) -> Result<Option<ClearmlConfig>, ConfigError> {
@@ -358,9 +377,14 @@ fn allow_cidrs(raw: &RawEnv) -> Result<Option<Vec<Cidr>>, ConfigError> {
     let cidrs = value
         .list()
         .iter()
-        .map(|item| item.parse::<Cidr>())
-        .collect::<Result<Vec<_>, ()>>()
-        .map_err(|()| value.reject("comma-separated networks such as 10.0.0.0/8,fd00::/8"))?;
+        .map(|item| {
+            item.parse::<Cidr>().map_err(|()| {
+                value.reject(format!(
+                    "comma-separated networks such as 10.0.0.0/8,fd00::/8 ({item:?} is not one)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(cidrs))
 }
 
@@ -416,8 +440,17 @@ fn log(raw: &RawEnv) -> Result<LogConfig, ConfigError> {
     })
 }
 
+/// Largest accepted `ROUTER__HTTP__MAX_HEADER_BYTES`: heads beyond 1 MiB are an attack,
+/// not a request.
+const MAX_HEADER_BYTES_CAP: u64 = 1 << 20;
+
 fn http_settings(raw: &RawEnv, https: bool) -> Result<HttpSettings, ConfigError> {
-    let ms = |var, text, default, min| Value::of(var, text).millis(default, min);
+    let ms = |var, text, default| Value::of(var, text).millis(default, 1);
+    let max_header = Value::of("ROUTER__HTTP__MAX_HEADER_BYTES", &raw.max_header_bytes);
+    let max_header_bytes = max_header.number(64 * 1024, 1024, "bytes")?;
+    if max_header_bytes > MAX_HEADER_BYTES_CAP {
+        return Err(max_header.reject("a whole number of bytes from 1024 to 1048576"));
+    }
     let max_body = Value::of("ROUTER__HTTP__MAX_BODY_BYTES", &raw.max_body_bytes).number(
         0,
         0,
@@ -428,51 +461,42 @@ fn http_settings(raw: &RawEnv, https: bool) -> Result<HttpSettings, ConfigError>
         &raw.upstream_max_idle_per_host,
     )
     .number(256, 0, "connections")?;
-    let max_header = Value::of("ROUTER__HTTP__MAX_HEADER_BYTES", &raw.max_header_bytes).number(
-        64 * 1024,
-        1024,
-        "bytes",
-    )?;
     Ok(HttpSettings {
         connect_timeout: ms(
             "ROUTER__HTTP__CONNECT_TIMEOUT_MS",
             &raw.connect_timeout_ms,
             5_000,
-            1,
         )?,
         response_header_timeout: ms(
             "ROUTER__HTTP__RESPONSE_HEADER_TIMEOUT_MS",
             &raw.response_header_timeout_ms,
             300_000,
-            1,
         )?,
         client_header_timeout: ms(
             "ROUTER__HTTP__CLIENT_HEADER_TIMEOUT_MS",
             &raw.client_header_timeout_ms,
             30_000,
-            1,
+        )?,
+        client_body_timeout: ms(
+            "ROUTER__HTTP__CLIENT_BODY_TIMEOUT_MS",
+            &raw.client_body_timeout_ms,
+            60_000,
         )?,
         idle_timeout: ms(
             "ROUTER__HTTP__IDLE_TIMEOUT_MS",
             &raw.idle_timeout_ms,
             60_000,
-            1,
         )?,
         upstream_idle_timeout: ms(
             "ROUTER__HTTP__UPSTREAM_IDLE_TIMEOUT_MS",
             &raw.upstream_idle_timeout_ms,
             60_000,
-            1,
         )?,
         upstream_max_idle_per_host: usize::try_from(max_idle).unwrap_or(usize::MAX),
-        max_header_bytes: usize::try_from(max_header).unwrap_or(usize::MAX),
+        max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
         max_body_bytes: (max_body > 0).then_some(max_body),
-        shutdown_grace: ms(
-            "ROUTER__HTTP__SHUTDOWN_GRACE_MS",
-            &raw.shutdown_grace_ms,
-            30_000,
-            0,
-        )?,
+        shutdown_grace: Value::of("ROUTER__HTTP__SHUTDOWN_GRACE_MS", &raw.shutdown_grace_ms)
+            .millis(30_000, 0)?,
         client_scheme: if https {
             ClientScheme::Https
         } else {

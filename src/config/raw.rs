@@ -9,75 +9,77 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct RawEnv {
     #[serde(rename = "router_name")]
-    pub router_name: Option<String>,
+    pub(super) router_name: Option<String>,
     #[serde(rename = "router__webserver__server_host")]
-    pub server_host: Option<String>,
+    pub(super) server_host: Option<String>,
     #[serde(rename = "router__webserver__server_port")]
-    pub server_port: Option<String>,
+    pub(super) server_port: Option<String>,
     #[serde(rename = "router_url")]
-    pub router_url: Option<String>,
+    pub(super) router_url: Option<String>,
     #[serde(rename = "clearml_api_host")]
-    pub api_host: Option<String>,
+    pub(super) api_host: Option<String>,
     #[serde(rename = "clearml_api_access_key")]
-    pub access_key: Option<String>,
+    pub(super) access_key: Option<String>,
     #[serde(rename = "clearml_api_secret_key")]
-    pub secret_key: Option<String>,
+    pub(super) secret_key: Option<String>,
     #[serde(rename = "auth_cookie_name")]
-    pub cookie_name: Option<String>,
+    pub(super) cookie_name: Option<String>,
     #[serde(rename = "auth_secure_enabled")]
-    pub cookie_secure: Option<String>,
+    pub(super) cookie_secure: Option<String>,
     #[serde(rename = "router__http__authorization__cookie__secure")]
-    pub cookie_secure_alias: Option<String>,
+    pub(super) cookie_secure_alias: Option<String>,
     #[serde(rename = "auth_base64_jwks_key")]
-    pub jwks_key: Option<String>,
+    pub(super) jwks_key: Option<String>,
     #[serde(rename = "tcp_router_address")]
-    pub tcp_address: Option<String>,
+    pub(super) tcp_address: Option<String>,
     #[serde(rename = "router__stream__external_url")]
-    pub tcp_address_alias: Option<String>,
+    pub(super) tcp_address_alias: Option<String>,
     #[serde(rename = "tcp_port_start")]
-    pub tcp_start: Option<String>,
+    pub(super) tcp_start: Option<String>,
     #[serde(rename = "router__stream__port_range__start")]
-    pub tcp_start_alias: Option<String>,
+    pub(super) tcp_start_alias: Option<String>,
     #[serde(rename = "tcp_port_end")]
-    pub tcp_end: Option<String>,
+    pub(super) tcp_end: Option<String>,
     #[serde(rename = "router__stream__port_range__end")]
-    pub tcp_end_alias: Option<String>,
+    pub(super) tcp_end_alias: Option<String>,
     #[serde(rename = "listen_queue_name")]
-    pub listen_queues: Option<String>,
+    pub(super) listen_queues: Option<String>,
     #[serde(rename = "router__sync__poll_interval_ms")]
-    pub poll_interval_ms: Option<String>,
+    pub(super) poll_interval_ms: Option<String>,
     #[serde(rename = "router__http__browser_endpoint")]
-    pub browser_endpoint: Option<String>,
+    pub(super) browser_endpoint: Option<String>,
     #[serde(rename = "router__upstream__allow_cidrs")]
-    pub allow_cidrs: Option<String>,
+    pub(super) allow_cidrs: Option<String>,
     #[serde(rename = "router__webserver__tls_cert")]
-    pub tls_cert: Option<String>,
+    pub(super) tls_cert: Option<String>,
     #[serde(rename = "router__webserver__tls_key")]
-    pub tls_key: Option<String>,
+    pub(super) tls_key: Option<String>,
     #[serde(rename = "router__log_format")]
-    pub log_format: Option<String>,
+    pub(super) log_format: Option<String>,
     #[serde(rename = "logger_level")]
-    pub log_level: Option<String>,
+    pub(super) log_level: Option<String>,
     #[serde(rename = "rust_log")]
-    pub rust_log: Option<String>,
+    pub(super) rust_log: Option<String>,
     #[serde(rename = "router__http__connect_timeout_ms")]
-    pub connect_timeout_ms: Option<String>,
+    pub(super) connect_timeout_ms: Option<String>,
     #[serde(rename = "router__http__response_header_timeout_ms")]
-    pub response_header_timeout_ms: Option<String>,
+    pub(super) response_header_timeout_ms: Option<String>,
     #[serde(rename = "router__http__client_header_timeout_ms")]
-    pub client_header_timeout_ms: Option<String>,
+    pub(super) client_header_timeout_ms: Option<String>,
+    #[serde(rename = "router__http__client_body_timeout_ms")]
+    pub(super) client_body_timeout_ms: Option<String>,
     #[serde(rename = "router__http__idle_timeout_ms")]
-    pub idle_timeout_ms: Option<String>,
+    pub(super) idle_timeout_ms: Option<String>,
     #[serde(rename = "router__http__upstream_idle_timeout_ms")]
-    pub upstream_idle_timeout_ms: Option<String>,
+    pub(super) upstream_idle_timeout_ms: Option<String>,
     #[serde(rename = "router__http__upstream_max_idle_per_host")]
-    pub upstream_max_idle_per_host: Option<String>,
+    pub(super) upstream_max_idle_per_host: Option<String>,
     #[serde(rename = "router__http__max_header_bytes")]
-    pub max_header_bytes: Option<String>,
+    pub(super) max_header_bytes: Option<String>,
     #[serde(rename = "router__http__max_body_bytes")]
-    pub max_body_bytes: Option<String>,
+    pub(super) max_body_bytes: Option<String>,
     #[serde(rename = "router__http__shutdown_grace_ms")]
-    pub shutdown_grace_ms: Option<String>,
+    pub(super) shutdown_grace_ms: Option<String>,
 }
 
 impl RawEnv {

@@ -97,6 +97,7 @@ fn effective_value(c: &Config, name: &str) -> String {
         "ROUTER__HTTP__CONNECT_TIMEOUT_MS" => ms(http.connect_timeout),
         "ROUTER__HTTP__RESPONSE_HEADER_TIMEOUT_MS" => ms(http.response_header_timeout),
         "ROUTER__HTTP__CLIENT_HEADER_TIMEOUT_MS" => ms(http.client_header_timeout),
+        "ROUTER__HTTP__CLIENT_BODY_TIMEOUT_MS" => ms(http.client_body_timeout),
         "ROUTER__HTTP__IDLE_TIMEOUT_MS" => ms(http.idle_timeout),
         "ROUTER__HTTP__UPSTREAM_IDLE_TIMEOUT_MS" => ms(http.upstream_idle_timeout),
         "ROUTER__HTTP__UPSTREAM_MAX_IDLE_PER_HOST" => http.upstream_max_idle_per_host.to_string(),

@@ -169,6 +169,11 @@ pub const VARIABLES: &[Variable] = &[
         "longest time a client may take to send a request head (also bounds idle HTTP/1 keep-alive)",
     ),
     var(
+        "ROUTER__HTTP__CLIENT_BODY_TIMEOUT_MS",
+        "60000",
+        "longest pause while a client sends a request body (408 beyond)",
+    ),
+    var(
         "ROUTER__HTTP__IDLE_TIMEOUT_MS",
         "60000",
         "client connections with no request in flight are closed after this long",

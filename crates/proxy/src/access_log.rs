@@ -22,8 +22,12 @@ pub(crate) struct AccessLog {
     status: StatusCode,
     upstream_time: Option<Duration>,
     error: Option<(&'static str, String)>,
+    written: bool,
     _active: ActiveRequest,
 }
+
+/// nginx's status for a request whose client went away before the response was sent.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl AccessLog {
     pub(crate) fn start(method: &Method, uri: &Uri, peer: IpAddr, active: ActiveRequest) -> Self {
@@ -31,11 +35,12 @@ impl AccessLog {
             start: Instant::now(),
             method: method.clone(),
             uri: uri.clone(),
-            peer,
+            peer: peer.to_canonical(),
             route: None,
-            status: StatusCode::OK,
+            status: StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             upstream_time: None,
             error: None,
+            written: false,
             _active: active,
         }
     }
@@ -63,7 +68,10 @@ impl AccessLog {
 
     /// Writes the line. `complete` is false when the body stopped early (client gone,
     /// upstream failed mid-stream).
-    pub(crate) fn finish(self, bytes: u64, complete: bool) {
+    pub(crate) fn finish(&mut self, bytes: u64, complete: bool) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
         let route = self.route.as_ref().map(|r| r.key());
         let upstream_ms = self.upstream_time.map(millis);
         let duration_ms = millis(self.start.elapsed());
@@ -86,6 +94,14 @@ impl AccessLog {
                 complete, peer = %self.peer, error = code, detail = %detail,
             ),
         }
+    }
+}
+
+/// A request dropped before any response was made — its client went away while the
+/// upstream was thinking, or shutdown cut it — still gets its line, as a 499.
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.finish(0, false);
     }
 }
 

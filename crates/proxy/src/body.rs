@@ -3,15 +3,17 @@
 //! Neither is ever buffered whole: each frame is handed on as it arrives, and hyper's
 //! flow control (TCP windows, HTTP/2 windows) carries backpressure end to end.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
 use crate::access_log::AccessLog;
 
@@ -24,6 +26,9 @@ pub enum RequestBodyError {
         /// The configured limit.
         limit: u64,
     },
+    /// The downstream client sent nothing for longer than the client body timeout.
+    #[error("the client sent no body data for {0:?}")]
+    TimedOut(Duration),
     /// The downstream client failed to deliver the rest of the body.
     #[error("client body: {0}")]
     Client(#[source] hyper::Error),
@@ -52,16 +57,19 @@ impl UploadClock {
 
     /// The instant the body last delivered a frame (or the epoch, if none yet).
     pub(crate) fn last_progress(&self) -> Instant {
-        self.epoch + std::time::Duration::from_millis(self.last_progress_ms.load(Ordering::Relaxed))
+        self.epoch + Duration::from_millis(self.last_progress_ms.load(Ordering::Relaxed))
     }
 }
 
-/// The downstream body on its way upstream, cut off at the configured limit.
+/// The downstream body on its way upstream, cut off at the configured limit and when the
+/// client stalls.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     limit: Option<u64>,
     seen: u64,
+    /// Present while a body is expected: fires when the client stalls.
+    stall: Option<(Pin<Box<Sleep>>, Duration)>,
     clock: Option<Arc<UploadClock>>,
 }
 
@@ -69,12 +77,16 @@ impl RequestBody {
     pub(crate) fn new(
         inner: Incoming,
         limit: Option<u64>,
+        stall_timeout: Duration,
         clock: Option<Arc<UploadClock>>,
     ) -> Self {
+        let stall = (!inner.is_end_stream())
+            .then(|| (Box::pin(tokio::time::sleep(stall_timeout)), stall_timeout));
         Self {
             inner,
             limit,
             seen: 0,
+            stall,
             clock,
         }
     }
@@ -89,9 +101,22 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if let Some((timer, timeout)) = &mut this.stall {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(RequestBodyError::TimedOut(*timeout))));
+                    }
+                }
+                return Poll::Pending;
+            }
+        };
         if let Some(clock) = &this.clock {
             clock.tick();
+        }
+        if let Some((timer, timeout)) = &mut this.stall {
+            timer.as_mut().reset(tokio::time::Instant::now() + *timeout);
         }
         let frame = match frame {
             Some(Ok(frame)) => frame,
@@ -123,7 +148,7 @@ pub struct ResponseBody {
     source: Source,
     sent: u64,
     complete: bool,
-    log: Option<AccessLog>,
+    log: AccessLog,
 }
 
 #[derive(Debug)]
@@ -147,7 +172,7 @@ impl ResponseBody {
             source,
             sent: 0,
             complete: false,
-            log: Some(log),
+            log,
         }
     }
 }
@@ -196,9 +221,7 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        if let Some(log) = self.log.take() {
-            let complete = self.complete || self.is_end_stream();
-            log.finish(self.sent, complete);
-        }
+        let complete = self.complete || self.is_end_stream();
+        self.log.finish(self.sent, complete);
     }
 }

@@ -21,6 +21,12 @@ pub enum ProxyError {
     /// The request target is malformed.
     #[error("bad request target: {0}")]
     BadTarget(#[from] TargetError),
+    /// The method cannot be forwarded (`CONNECT`, `TRACE`).
+    #[error("method {0} is not forwarded")]
+    MethodNotAllowed(http::Method),
+    /// The request uses a transfer coding other than plain `chunked`.
+    #[error("unsupported Transfer-Encoding {0:?}")]
+    UnsupportedTransferEncoding(String),
     /// The request head is larger than the configured limit.
     #[error("request headers of {size} bytes exceed the limit of {limit}")]
     HeadersTooLarge {
@@ -35,11 +41,21 @@ pub enum ProxyError {
         /// The configured limit.
         limit: u64,
     },
+    /// The downstream client stopped sending its body.
+    #[error("the client sent no body data for {timeout:?}")]
+    ClientBodyTimeout {
+        /// The configured client body timeout.
+        timeout: Duration,
+    },
     /// The downstream client failed while sending its body (it went away, or sent garbage).
-    #[error("client request body failed: {0}")]
-    ClientBody(String),
+    #[error("client request body failed")]
+    ClientBody {
+        /// The upstream exchange's error, whose causes include the client's.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     /// The upstream could not be connected to (refused, unreachable, name not resolved).
-    #[error("upstream {upstream} unreachable: {source}")]
+    #[error("upstream {upstream} unreachable")]
     UpstreamUnreachable {
         /// `host:port` of the upstream.
         upstream: String,
@@ -72,7 +88,7 @@ pub enum ProxyError {
         reason: &'static str,
     },
     /// The upstream connection failed before a complete response head arrived.
-    #[error("upstream {upstream} failed: {source}")]
+    #[error("upstream {upstream} failed")]
     UpstreamFailed {
         /// `host:port` of the upstream.
         upstream: String,
@@ -89,9 +105,12 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::BadTarget(TargetError::NotARouteKey) => {
                 StatusCode::NOT_FOUND
             }
-            ProxyError::BadTarget(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadTarget(_) | ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UnsupportedTransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamInvalidResponse { .. } => StatusCode::BAD_GATEWAY,
@@ -107,9 +126,13 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::BadTarget(TargetError::NotARouteKey) => "no_route",
             ProxyError::BadTarget(TargetError::EncodedSlash) => "encoded_slash_in_route",
             ProxyError::BadTarget(TargetError::DotSegment) => "dot_segment_in_path",
+            ProxyError::BadTarget(TargetError::Unforwardable) => "invalid_target",
+            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::UnsupportedTransferEncoding(_) => "unsupported_transfer_encoding",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
-            ProxyError::ClientBody(_) => "client_body_failed",
+            ProxyError::ClientBodyTimeout { .. } => "client_body_timeout",
+            ProxyError::ClientBody { .. } => "client_body_failed",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
             ProxyError::UpstreamConnectTimeout { .. } => "upstream_connect_timeout",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
@@ -130,9 +153,17 @@ impl ProxyError {
             ProxyError::BadTarget(TargetError::DotSegment) => {
                 "the path holds a '.' or '..' segment"
             }
+            ProxyError::BadTarget(TargetError::Unforwardable) => {
+                "the request target cannot be forwarded"
+            }
+            ProxyError::MethodNotAllowed(_) => "this method is not forwarded",
+            ProxyError::UnsupportedTransferEncoding(_) => {
+                "only the chunked transfer coding is supported"
+            }
             ProxyError::HeadersTooLarge { .. } => "the request headers are too large",
             ProxyError::BodyTooLarge { .. } => "the request body is too large",
-            ProxyError::ClientBody(_) => "the request body could not be read",
+            ProxyError::ClientBodyTimeout { .. } => "the request body stopped arriving",
+            ProxyError::ClientBody { .. } => "the request body could not be read",
             ProxyError::UpstreamUnreachable { .. } => "the service is not reachable",
             ProxyError::UpstreamConnectTimeout { .. } => {
                 "the service did not accept a connection in time"
@@ -144,7 +175,8 @@ impl ProxyError {
         }
     }
 
-    /// Sorts out a failed upstream exchange by what is found along the error's source chain.
+    /// Sorts out a failed upstream exchange by what is found along the error's source chain:
+    /// a failure of the client's body is the client's, not the upstream's.
     pub(crate) fn from_upstream(
         err: hyper_util::client::legacy::Error,
         upstream: String,
@@ -154,9 +186,10 @@ impl ProxyError {
             Some(RequestBodyError::TooLarge { limit }) => {
                 return ProxyError::BodyTooLarge { limit: *limit };
             }
-            Some(RequestBodyError::Client(client)) => {
-                return ProxyError::ClientBody(client.to_string());
+            Some(RequestBodyError::TimedOut(timeout)) => {
+                return ProxyError::ClientBodyTimeout { timeout: *timeout };
             }
+            Some(RequestBodyError::Client(_)) => return ProxyError::ClientBody { source: err },
             None => {}
         }
         if err.is_connect() {
@@ -181,7 +214,10 @@ impl ProxyError {
     }
 }
 
-fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+/// The first error of type `T` along `err`'s chain of sources, `err` included.
+pub(crate) fn find_source<'a, T: StdError + 'static>(
+    err: &'a (dyn StdError + 'static),
+) -> Option<&'a T> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
         if let Some(found) = e.downcast_ref::<T>() {

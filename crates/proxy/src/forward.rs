@@ -1,4 +1,4 @@
-//! Sending a routed request to its upstream, and tunnelling the connection after a `101`.
+//! Sending a routed request to its upstream and bringing back the response head.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -6,23 +6,26 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, UPGRADE};
+use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::access_log::{AccessLog, error_chain, millis};
+use crate::access_log::AccessLog;
 use crate::body::{RequestBody, UploadClock};
 use crate::error::ProxyError;
 use crate::gateway::Gateway;
 use crate::headers::{self, ForwardedFor};
 use crate::routes::Route;
 use crate::settings::HttpSettings;
+use crate::target::TargetError;
+use crate::tunnel;
 
 /// The pooled keep-alive client every upstream request goes through.
 pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
@@ -43,70 +46,58 @@ pub(crate) fn upstream_client(settings: &HttpSettings) -> UpstreamClient {
         .build(connector)
 }
 
-/// Forwards `req` to `route`'s upstream and returns its response head with the body
-/// still streaming.
+/// A request on its way upstream, with what is needed to finish the exchange.
+struct Outgoing {
+    request: Request<RequestBody>,
+    /// The protocols the client offered, when the connection is to be tunnelled.
+    offered_upgrade: Option<(HeaderValue, OnUpgrade)>,
+    upload: Option<Arc<UploadClock>>,
+}
+
+/// Forwards `req` to `route`'s upstream as `forwarded_path` and returns its response head
+/// with the body still streaming.
 pub(crate) async fn forward(
     gateway: &Gateway,
     route: &Arc<Route>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
+    forwarded_path: &str,
     peer: SocketAddr,
     log: &mut AccessLog,
 ) -> Result<Response<Incoming>, ProxyError> {
     let settings = gateway.settings();
-    let upstream_uri = upstream_uri(route, req.uri())?;
-    let upgrade = match req.version() {
-        Version::HTTP_11 => headers::requested_upgrade(req.headers()),
-        _ => None,
-    };
-    let downstream_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    check_declared_length(&parts.headers, settings.max_body_bytes)?;
-
-    let forwarded = ForwardedFor {
-        peer: peer.ip(),
-        proto: settings.client_scheme.as_str(),
-        prefix: route.prefix_header(),
-        request_authority: parts.uri.authority(),
-        upstream_authority: route.upstream().authority(),
-    };
-    headers::prepare_request(&mut parts.headers, &forwarded, upgrade);
-    parts.uri = upstream_uri;
-    parts.version = Version::HTTP_11;
-
-    let clock = (!body.is_end_stream()).then(|| UploadClock::new(log.started_at()));
-    let body = RequestBody::new(body, settings.max_body_bytes, clock.clone());
-    let sent = Instant::now();
-    let exchange = gateway.client().request(Request::from_parts(parts, body));
+    let outgoing = prepare(settings, route, req, forwarded_path, peer, log.started_at())?;
     let upstream_name = || route.upstream().authority().to_string();
-    let mut response =
-        match response_head(exchange, settings.response_header_timeout, clock.as_deref()).await {
-            Some(Ok(response)) => response,
-            Some(Err(err)) => {
-                return Err(ProxyError::from_upstream(
-                    err,
-                    upstream_name(),
-                    settings.connect_timeout,
-                ));
-            }
-            None => {
-                return Err(ProxyError::UpstreamTimeout {
-                    upstream: upstream_name(),
-                    timeout: settings.response_header_timeout,
-                });
-            }
-        };
+    let sent = Instant::now();
+    let exchange = gateway.client().request(outgoing.request);
+    let timeout = settings.response_header_timeout;
+    let mut response = match response_head(exchange, timeout, outgoing.upload.as_deref()).await {
+        Some(Ok(response)) => response,
+        Some(Err(err)) => {
+            let connect_timeout = settings.connect_timeout;
+            return Err(ProxyError::from_upstream(
+                err,
+                upstream_name(),
+                connect_timeout,
+            ));
+        }
+        None => {
+            let upstream = upstream_name();
+            return Err(ProxyError::UpstreamTimeout { upstream, timeout });
+        }
+    };
     log.set_upstream_time(sent.elapsed());
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
-        let Some(downstream) = downstream_upgrade else {
-            return Err(ProxyError::UpstreamInvalidResponse {
-                upstream: upstream_name(),
-                reason: "101 Switching Protocols to a request that asked for no upgrade",
-            });
-        };
+        let downstream =
+            accepted_upgrade(&response, outgoing.offered_upgrade).map_err(|reason| {
+                ProxyError::UpstreamInvalidResponse {
+                    upstream: upstream_name(),
+                    reason,
+                }
+            })?;
         let upstream = hyper::upgrade::on(&mut response);
-        spawn_tunnel(gateway, Arc::clone(route), peer, downstream, upstream);
+        tunnel::spawn(gateway, Arc::clone(route), peer, downstream, upstream);
     }
     headers::prepare_response(response.headers_mut(), switching);
     // The client's connection is the gateway's, not the upstream's: an HTTP/1.0 upstream
@@ -115,36 +106,113 @@ pub(crate) async fn forward(
     Ok(response)
 }
 
-/// `http://{upstream}{path after the routed segment}?{query}`.
-fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, ProxyError> {
-    let path = uri.path();
-    let forwarded = path
-        .strip_prefix("/service/")
-        .and_then(|rest| rest.find('/').map(|slash| &rest[slash..]))
-        .unwrap_or("/");
-    let path_and_query = match uri.query() {
-        Some(query) => PathAndQuery::try_from(format!("{forwarded}?{query}")),
-        None => PathAndQuery::try_from(forwarded),
-    }
-    .map_err(|_| ProxyError::NoRoute)?;
+/// Rewrites the client's request into the upstream's: target, version, headers, body.
+fn prepare(
+    settings: &HttpSettings,
+    route: &Route,
+    mut req: Request<Incoming>,
+    forwarded_path: &str,
+    peer: SocketAddr,
+    started: Instant,
+) -> Result<Outgoing, ProxyError> {
+    let upstream_uri = upstream_uri(route, forwarded_path, req.uri().query())?;
+    let upgrade = match req.version() {
+        Version::HTTP_11 => headers::requested_upgrade(req.headers()),
+        _ => None,
+    };
+    let offered_upgrade = upgrade
+        .clone()
+        .map(|protocols| (protocols, hyper::upgrade::on(&mut req)));
+    let (mut parts, body) = req.into_parts();
+    check_declared_length(&parts, settings.max_body_bytes)?;
+    let forwarded = ForwardedFor {
+        peer: peer.ip(),
+        proto: settings.client_scheme.as_str(),
+        prefix: route.prefix_header(),
+        request_authority: parts.uri.authority(),
+        upstream_authority: route.upstream().authority(),
+        merge_cookies: parts.version == Version::HTTP_2,
+    };
+    headers::prepare_request(&mut parts.headers, &forwarded, upgrade);
+    parts.uri = upstream_uri;
+    parts.version = Version::HTTP_11;
+
+    let upload = (!body.is_end_stream()).then(|| UploadClock::new(started));
+    let body = RequestBody::new(
+        body,
+        settings.max_body_bytes,
+        settings.client_body_timeout,
+        upload.clone(),
+    );
+    Ok(Outgoing {
+        request: Request::from_parts(parts, body),
+        offered_upgrade,
+        upload,
+    })
+}
+
+/// `http://{upstream}{forwarded_path}?{query}`.
+fn upstream_uri(
+    route: &Route,
+    forwarded_path: &str,
+    query: Option<&str>,
+) -> Result<Uri, ProxyError> {
+    let path_and_query = match query {
+        Some(query) => {
+            let mut text = String::with_capacity(forwarded_path.len() + query.len() + 1);
+            text.push_str(forwarded_path);
+            text.push('?');
+            text.push_str(query);
+            PathAndQuery::try_from(text)
+        }
+        None => PathAndQuery::try_from(forwarded_path),
+    };
+    // Both parts come from a target hyper already parsed, so this only fails on a bug.
+    let invalid = |_| ProxyError::BadTarget(TargetError::Unforwardable);
     Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(route.upstream().authority().clone())
-        .path_and_query(path_and_query)
+        .path_and_query(path_and_query.map_err(invalid)?)
         .build()
-        .map_err(|_| ProxyError::NoRoute)
+        .map_err(|_| ProxyError::BadTarget(TargetError::Unforwardable))
 }
 
 /// Refuses at once a body whose declared length is over the limit.
-fn check_declared_length(headers: &http::HeaderMap, limit: Option<u64>) -> Result<(), ProxyError> {
+fn check_declared_length(parts: &Parts, limit: Option<u64>) -> Result<(), ProxyError> {
     let Some(limit) = limit else { return Ok(()) };
-    let declared = headers
+    let declared = parts
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(length) if length > limit => Err(ProxyError::BodyTooLarge { limit }),
         _ => Ok(()),
+    }
+}
+
+/// The client's half of the upgrade, when the upstream switched to a protocol the client
+/// offered; otherwise why the `101` cannot be passed on.
+fn accepted_upgrade(
+    response: &Response<Incoming>,
+    offered: Option<(HeaderValue, OnUpgrade)>,
+) -> Result<OnUpgrade, &'static str> {
+    let Some((protocols, downstream)) = offered else {
+        return Err("101 Switching Protocols to a request that asked for no upgrade");
+    };
+    let chosen = response
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok());
+    let offered_one = |chosen: &str| {
+        protocols.to_str().is_ok_and(|list| {
+            list.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case(chosen.trim()))
+        })
+    };
+    match chosen {
+        Some(chosen) if offered_one(chosen) => Ok(downstream),
+        _ => Err("101 Switching Protocols to a protocol the client did not offer"),
     }
 }
 
@@ -168,41 +236,4 @@ async fn response_head<F: Future>(
             _ => return None,
         }
     }
-}
-
-/// Joins the two upgraded connections and copies bytes both ways until either side closes.
-fn spawn_tunnel(
-    gateway: &Gateway,
-    route: Arc<Route>,
-    peer: SocketAddr,
-    downstream: OnUpgrade,
-    upstream: OnUpgrade,
-) {
-    gateway.tasks().spawn(async move {
-        let started = Instant::now();
-        let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
-            Ok(pair) => pair,
-            Err(err) => {
-                tracing::warn!(
-                    target: "access", route = route.key(), peer = %peer.ip(),
-                    error = %error_chain(&err), "upgrade failed"
-                );
-                return;
-            }
-        };
-        let mut downstream = TokioIo::new(downstream);
-        let mut upstream = TokioIo::new(upstream);
-        let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-        let duration_ms = millis(started.elapsed());
-        match copied {
-            Ok((bytes_up, bytes_down)) => tracing::info!(
-                target: "access", route = route.key(), peer = %peer.ip(),
-                bytes_up, bytes_down, duration_ms, "tunnel closed"
-            ),
-            Err(err) => tracing::info!(
-                target: "access", route = route.key(), peer = %peer.ip(),
-                duration_ms, error = %err, "tunnel ended by an error"
-            ),
-        }
-    });
 }

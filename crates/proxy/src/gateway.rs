@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
@@ -148,6 +148,7 @@ impl Gateway {
         log: &mut AccessLog,
     ) -> Result<Answer, ProxyError> {
         check_head_size(&req, self.settings.max_header_bytes)?;
+        check_framing(&req)?;
         match Target::parse(req.uri().path())? {
             Target::Gateway(name) => Ok(Answer::Local(self.own_path(name))),
             Target::Unrouted => Err(ProxyError::NoRoute),
@@ -155,10 +156,15 @@ impl Gateway {
                 self.routes.lookup(key).ok_or(ProxyError::NoRoute)?;
                 Ok(Answer::Local(add_trailing_slash(key, req.uri().query())))
             }
-            Target::Service { key, .. } => {
+            Target::Service {
+                key,
+                forwarded_path,
+            } => {
                 let route = self.routes.lookup(key).ok_or(ProxyError::NoRoute)?;
                 log.set_route(Arc::clone(&route));
-                forward::forward(self, &route, req, peer, log)
+                // The target borrows from the request, which `forward` takes whole.
+                let forwarded_path = forwarded_path.to_owned();
+                forward::forward(self, &route, req, &forwarded_path, peer, log)
                     .await
                     .map(Answer::Upstream)
             }
@@ -202,6 +208,24 @@ fn check_head_size<B>(req: &Request<B>, limit: usize) -> Result<(), ProxyError> 
     let size = request_line + headers;
     if size > limit {
         return Err(ProxyError::HeadersTooLarge { size, limit });
+    }
+    Ok(())
+}
+
+/// Refuses what cannot be forwarded faithfully: `CONNECT` (a tunnel to anywhere) and
+/// `TRACE` (it echoes credentials back), and transfer codings other than plain `chunked`,
+/// which the upstream would receive still encoded.
+fn check_framing<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+        return Err(ProxyError::MethodNotAllowed(req.method().clone()));
+    }
+    for coding in req.headers().get_all(TRANSFER_ENCODING) {
+        let text = coding.to_str().unwrap_or_default();
+        if !text.trim().eq_ignore_ascii_case("chunked") {
+            return Err(ProxyError::UnsupportedTransferEncoding(
+                String::from_utf8_lossy(coding.as_bytes()).into_owned(),
+            ));
+        }
     }
     Ok(())
 }

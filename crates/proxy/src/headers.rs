@@ -3,7 +3,8 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
 };
 use http::uri::Authority;
 
@@ -21,15 +22,28 @@ pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Headers that tell an app about the client or rewrite its target, which only a proxy may
+/// set and which the gateway does not: a client must not be able to forge them.
+static FORGEABLE: [HeaderName; 5] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
 /// What the upstream is told about the client and the route.
 pub(crate) struct ForwardedFor<'a> {
     pub(crate) peer: IpAddr,
     pub(crate) proto: &'static str,
     pub(crate) prefix: &'a HeaderValue,
-    /// The host the client asked for (`:authority` in HTTP/2), used when `Host` is absent.
+    /// The authority of the request target (`:authority` in HTTP/2, or an absolute-form
+    /// target), which takes precedence over `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1).
     pub(crate) request_authority: Option<&'a Authority>,
-    /// Used for `Host` when the client sent none at all.
+    /// Used for `Host` when the client named no host at all.
     pub(crate) upstream_authority: &'a Authority,
+    /// HTTP/2 clients may split `Cookie` into several fields; HTTP/1.1 apps expect one.
+    pub(crate) merge_cookies: bool,
 }
 
 /// Readies request headers for the upstream: hop-by-hop headers out, forwarding headers in.
@@ -39,12 +53,16 @@ pub(crate) fn prepare_request(
     forwarded: &ForwardedFor<'_>,
     upgrade: Option<HeaderValue>,
 ) {
-    let host = headers
-        .get(HOST)
-        .cloned()
-        .or_else(|| authority_value(forwarded.request_authority))
+    let host = authority_value(forwarded.request_authority)
+        .or_else(|| headers.get(HOST).cloned())
         .or_else(|| authority_value(Some(forwarded.upstream_authority)));
     remove_hop_by_hop(headers);
+    for name in &FORGEABLE {
+        headers.remove(name);
+    }
+    if forwarded.merge_cookies {
+        merge_cookies(headers);
+    }
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
@@ -53,8 +71,9 @@ pub(crate) fn prepare_request(
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         headers.insert(HOST, host);
     }
-    append_forwarded_for(headers, forwarded.peer);
-    headers.insert(X_REAL_IP.clone(), ip_value(forwarded.peer));
+    let peer = ip_value(forwarded.peer);
+    append_forwarded_for(headers, &peer);
+    headers.insert(X_REAL_IP.clone(), peer);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(forwarded.proto),
@@ -75,26 +94,35 @@ pub(crate) fn prepare_response(headers: &mut HeaderMap, switching_protocols: boo
     }
 }
 
-/// The protocol a request asks to switch to, when it is one the gateway tunnels: an HTTP/1.1
-/// `Upgrade` announced in `Connection`, except `h2c`, which would let a client talk HTTP/2
-/// straight to the upstream past the gateway's own request handling.
+/// The protocols a request offers to switch to, when the gateway tunnels them: an HTTP/1.1
+/// `Upgrade` announced in `Connection`, unless `h2c` is among them, which would let a
+/// client speak HTTP/2 straight to the upstream past the gateway's request handling.
 pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let upgrade = headers.get(UPGRADE)?;
     let announced = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
-    let h2c = upgrade
-        .to_str()
-        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("h2c"));
+    let protocols = upgrade.to_str().ok()?;
+    let h2c = protocols
+        .split(',')
+        .any(|p| p.trim().eq_ignore_ascii_case("h2c"));
     (announced && !h2c).then(|| upgrade.clone())
 }
 
 /// Removes `Connection` and every header it names, `Keep-Alive`, `Proxy-*`, `TE`,
 /// `Trailer`, `Transfer-Encoding` and `Upgrade`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    // Most requests name only the standard options, which need no list of their own.
+    let names_others = connection_tokens(headers).any(|t| {
+        !(t.eq_ignore_ascii_case("keep-alive")
+            || t.eq_ignore_ascii_case("close")
+            || t.eq_ignore_ascii_case("upgrade"))
+    });
+    if names_others {
+        let listed: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
     for name in [&CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE] {
         headers.remove(name);
@@ -126,29 +154,45 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let mut chain = String::new();
+/// Joins several `Cookie` fields into one, `; `-separated (RFC 9113 §8.2.3).
+fn merge_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
+    let mut chain = Vec::new();
     for value in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(text) = value.to_str() {
-            let text = text.trim();
-            if !text.is_empty() {
-                chain.push_str(text);
-                chain.push_str(", ");
-            }
+        let text = value.as_bytes().trim_ascii();
+        if !text.is_empty() {
+            chain.extend_from_slice(text);
+            chain.extend_from_slice(b", ");
         }
     }
     let value = if chain.is_empty() {
-        ip_value(peer)
+        peer.clone()
     } else {
-        chain.push_str(&peer.to_string());
-        HeaderValue::from_str(&chain).unwrap_or_else(|_| ip_value(peer))
+        chain.extend_from_slice(peer.as_bytes());
+        HeaderValue::from_bytes(&chain).unwrap_or_else(|_| peer.clone())
     };
     headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
+/// The peer's address as a header value, IPv4-mapped IPv6 addresses shown as IPv4.
 fn ip_value(ip: IpAddr) -> HeaderValue {
     // An IP address prints as ASCII digits, dots and colons: always a valid header value.
-    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    HeaderValue::from_str(&ip.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 fn authority_value(authority: Option<&Authority>) -> Option<HeaderValue> {
@@ -210,6 +254,7 @@ mod tests {
             prefix: &prefix,
             request_authority: None,
             upstream_authority: &upstream,
+            merge_cookies: false,
         };
         prepare_request(&mut map, &forwarded, None);
         assert_eq!(map["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
@@ -232,6 +277,7 @@ mod tests {
             prefix: &prefix,
             request_authority: Some(&asked),
             upstream_authority: &upstream,
+            merge_cookies: true,
         };
         prepare_request(&mut map, &forwarded, None);
         assert_eq!(map["host"], "gw.example");
@@ -240,6 +286,34 @@ mod tests {
         prepare_request(&mut map, &forwarded, None);
         assert_eq!(map["host"], "10.1.1.1:8000");
         assert_eq!(map["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn the_target_authority_wins_over_host_and_mapped_addresses_show_as_ipv4() {
+        let mut map = headers(&[("host", "spoofed.example"), ("forwarded", "for=6.6.6.6")]);
+        let prefix = HeaderValue::from_static("/service/abc");
+        let upstream: Authority = "10.1.1.1:8000".parse().unwrap();
+        let asked: Authority = "gw.example".parse().unwrap();
+        let forwarded = ForwardedFor {
+            peer: "::ffff:192.0.2.7".parse().unwrap(),
+            proto: "http",
+            prefix: &prefix,
+            request_authority: Some(&asked),
+            upstream_authority: &upstream,
+            merge_cookies: false,
+        };
+        prepare_request(&mut map, &forwarded, None);
+        assert_eq!(map["host"], "gw.example");
+        assert_eq!(map["x-real-ip"], "192.0.2.7");
+        assert!(map.get("forwarded").is_none());
+    }
+
+    #[test]
+    fn split_cookie_fields_are_joined() {
+        let mut map = headers(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        merge_cookies(&mut map);
+        assert_eq!(map.get_all("cookie").iter().count(), 1);
+        assert_eq!(map["cookie"], "a=1; b=2; c=3");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!   own `/_gateway/` paths, and [`routes`] finds the route in the current table (one
 //!   lock-free load of an immutable snapshot).
 //! - `forward` rewrites the head (`headers`: hop-by-hop out, `X-Forwarded-*` in), sends it
-//!   through the pooled upstream client with the body streaming behind it (`body`), and
-//!   tunnels the connection after a `101`.
+//!   through the pooled upstream client with the body streaming behind it (`body`);
+//!   `tunnel` joins the two connections after a `101`.
 //! - Every answer, forwarded or the gateway's own ([`error`]), leaves through
 //!   [`ResponseBody`], which counts bytes and writes the access line (`access_log`).
 //!
@@ -28,6 +28,7 @@ pub mod routes;
 pub mod server;
 pub mod settings;
 pub mod target;
+mod tunnel;
 
 pub use body::{RequestBody, ResponseBody};
 pub use error::ProxyError;

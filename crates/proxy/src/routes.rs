@@ -136,12 +136,17 @@ pub struct Route {
 impl Route {
     /// A route served at `/service/{key}/`, for the task the key's `{task_id}` part names.
     ///
-    /// Returns `None` when the key is not a valid route key.
+    /// Returns `None` when the key is not a valid route key, or when its task id or its
+    /// name is empty (`__x`, `abc__`).
     pub fn new(key: &str, upstream: Upstream) -> Option<Self> {
         if !is_valid_route_key(key) {
             return None;
         }
-        let task_id = key.split_once("__").map_or(key, |(task, _)| task);
+        let task_id = match key.split_once("__") {
+            Some((task, name)) if !task.is_empty() && !name.is_empty() => task,
+            Some(_) => return None,
+            None => key,
+        };
         // Valid keys are visible ASCII, so the header value always builds.
         let prefix = HeaderValue::from_str(&format!("/service/{key}")).ok()?;
         Some(Self {
@@ -248,15 +253,18 @@ impl RouteStore {
 
     /// Publishes `table`; requests that already looked up a route keep it.
     ///
-    /// The old table is freed here, by the caller, and not by whichever request happened to
-    /// hold the last reference: freeing 100 000 routes is work no request should pay for.
+    /// The old table is freed on a blocking thread once the last reader lets go of it, not by
+    /// whichever request happened to hold the last reference: freeing 100 000 routes is work
+    /// no request, and no request thread, should pay for.
     pub async fn replace(&self, table: RouteTable) {
         let mut old = self.current.swap(Arc::new(table));
         // Readers hold the table only for the span of one hash lookup, so this settles at once.
         for _ in 0..1000 {
             match Arc::try_unwrap(old) {
                 Ok(table) => {
-                    drop(table);
+                    if table.len() > 1000 {
+                        tokio::task::spawn_blocking(move || drop(table));
+                    }
                     return;
                 }
                 Err(shared) => {
@@ -294,6 +302,8 @@ mod tests {
         let plain = Route::new("abc", upstream(1)).unwrap();
         assert_eq!(plain.task_id(), "abc");
         assert!(Route::new("a/b", upstream(1)).is_none());
+        assert!(Route::new("__x", upstream(1)).is_none());
+        assert!(Route::new("abc__", upstream(1)).is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access_log::error_chain;
 use crate::conn::{self, ConnActivity};
+use crate::error::find_source;
 use crate::gateway::Gateway;
 
 /// How a [`Server::serve`] run ended.
@@ -41,7 +42,7 @@ impl Server {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // hyper's own limit is a backstop well above ours, so that a head that is merely
         // too large gets the gateway's JSON 431 rather than hyper's bare one.
-        let hard_limit = (settings.max_header_bytes * 2).max(16 * 1024);
+        let hard_limit = settings.max_header_bytes.saturating_mul(2).max(16 * 1024);
         http.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(settings.client_header_timeout)
@@ -89,9 +90,7 @@ impl Server {
         peer: std::net::SocketAddr,
         closing: &CancellationToken,
     ) {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, error = %err, "could not set TCP_NODELAY");
-        }
+        configure_socket(&stream, peer);
         let activity = ConnActivity::new();
         let gateway = Arc::clone(&self.gateway);
         let service_activity = Arc::clone(&activity);
@@ -118,22 +117,58 @@ impl Server {
     }
 }
 
-/// Connection-level failures: hyper has already answered a malformed request (400, 431)
-/// where it could; this is the one log line for it.
-fn log_connection_error(peer: std::net::SocketAddr, err: &(dyn std::error::Error + 'static)) {
-    let detail = error_chain(err);
-    let benign = detail.contains("connection closed before message completed")
-        || detail.contains("connection reset")
-        || detail.contains("broken pipe");
-    if benign {
-        tracing::debug!(target: "access", peer = %peer.ip(), error = %detail, "connection ended");
-    } else {
-        tracing::info!(target: "access", peer = %peer.ip(), error = %detail, "connection error");
+/// `TCP_NODELAY` for small writes (events, WebSocket frames), and keep-alive probes so that a
+/// client that vanished (a laptop gone to sleep) does not hold a tunnel open forever.
+fn configure_socket(stream: &tokio::net::TcpStream, peer: std::net::SocketAddr) {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let configured = socket
+        .set_tcp_nodelay(true)
+        .and_then(|()| socket.set_tcp_keepalive(&keepalive));
+    if let Err(err) = configured {
+        tracing::debug!(%peer, error = %err, "could not set socket options");
     }
 }
 
-/// Out of file descriptors or memory: say so and pause rather than spin on the error.
+/// Connection-level failures: hyper has already answered a malformed request (400, 431)
+/// where it could; this is the one log line for it. A client that simply went away is only
+/// worth a debug line.
+fn log_connection_error(peer: std::net::SocketAddr, err: &(dyn std::error::Error + 'static)) {
+    let peer = peer.ip().to_canonical();
+    let detail = error_chain(err);
+    let went_away = find_source::<hyper::Error>(err)
+        .is_some_and(|e| e.is_incomplete_message() || e.is_canceled() || e.is_closed())
+        || find_source::<io::Error>(err).is_some_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            )
+        });
+    if went_away {
+        tracing::debug!(target: "access", %peer, error = %detail, "connection ended");
+    } else {
+        tracing::info!(target: "access", %peer, error = %detail, "connection error");
+    }
+}
+
+/// Errors about one connection that died in the backlog are passed over; running out of
+/// file descriptors or memory is said, and accepting pauses rather than spinning on it.
 async fn accept_failed(err: &io::Error) {
+    let per_connection = matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    );
+    if per_connection {
+        tracing::debug!(error = %err, "a connection failed while being accepted");
+        return;
+    }
     tracing::warn!(error = %err, "accept failed; pausing 50 ms");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -30,6 +30,8 @@ pub struct HttpSettings {
     pub response_header_timeout: Duration,
     /// Longest time a client may take to send a request head.
     pub client_header_timeout: Duration,
+    /// Longest pause in a request body before the request is given up (408).
+    pub client_body_timeout: Duration,
     /// How long a client connection with no request in flight is kept open.
     pub idle_timeout: Duration,
     /// How long an idle pooled upstream connection is kept.
@@ -52,6 +54,7 @@ impl Default for HttpSettings {
             connect_timeout: Duration::from_secs(5),
             response_header_timeout: Duration::from_secs(300),
             client_header_timeout: Duration::from_secs(30),
+            client_body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(60),
             upstream_max_idle_per_host: 256,

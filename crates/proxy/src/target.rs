@@ -38,6 +38,9 @@ pub enum TargetError {
     /// The routed segment is not `[A-Za-z0-9_-]+`: no route can match it.
     #[error("the routed segment is not a route key")]
     NotARouteKey,
+    /// The target could not be rebuilt for the upstream.
+    #[error("the target cannot be forwarded")]
+    Unforwardable,
 }
 
 impl<'a> Target<'a> {
@@ -79,10 +82,12 @@ fn contains_encoded_slash(segment: &str) -> bool {
         .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'f' || w[2] == b'F'))
 }
 
-/// Whether any `/`-separated segment is `.` or `..`, where `%2e` counts as a dot: an
-/// upstream that decodes before it resolves would otherwise climb out of its prefix.
+/// Whether any `/`-separated segment is `.` or `..`, where `%2e` counts as a dot and a
+/// `;parameter` is ignored (`..;x`, as Tomcat and Jetty read it): an upstream that decodes
+/// before it resolves would otherwise climb out of its prefix.
 fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|segment| {
+        let segment = segment.split_once(';').map_or(segment, |(name, _)| name);
         let mut dots = 0;
         let mut rest = segment.as_bytes();
         while !rest.is_empty() {
@@ -170,6 +175,7 @@ mod tests {
             "/service/abc/x/%2e%2E/y",
             "/service/abc/%2e",
             "/service/abc/.%2e/",
+            "/service/abc/..;jsessionid=1/x",
         ] {
             assert_eq!(Target::parse(path), Err(TargetError::DotSegment), "{path}");
         }
