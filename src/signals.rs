@@ -18,8 +18,16 @@ pub async fn shutdown() {
     };
     tracing::info!(
         signal = name,
-        "shutting down: no new connections, draining requests in flight"
+        "shutting down: no new connections, draining requests in flight (signal again to exit at once)"
     );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without waiting for requests in flight");
+        std::process::exit(1);
+    });
 }
 
 /// A stream of SIGHUPs, or `None` if the handler cannot be installed.

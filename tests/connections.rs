@@ -100,3 +100,34 @@ async fn an_http_1_0_upstream_does_not_end_the_clients_keep_alive() {
         assert_eq!(body.to_bytes(), "hello");
     }
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_too() {
+    let app = backend::echo().await;
+    let gw = gateway(BIN)
+        .route("abc", app.url())
+        .env("ROUTER__HTTP__IDLE_TIMEOUT_MS", "300")
+        .start()
+        .await;
+    let stream = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(conn);
+    let request = http::Request::get(format!("http://{}/service/abc/", gw.addr()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    drop(response);
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    assert!(
+        closed.is_ok(),
+        "the HTTP/2 connection stayed open while idle"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}

@@ -88,6 +88,10 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
         .header("x-forwarded-for", "203.0.113.9")
         .header("x-real-ip", "203.0.113.66")
         .header("x-forwarded-prefix", "/elsewhere")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=6.6.6.6;proto=https")
+        .header("x-original-url", "/admin")
         .header("x-end-to-end", "kept")
         .body(gateway_testkit::client::empty())
         .unwrap();
@@ -180,8 +184,8 @@ async fn websockets_are_tunnelled_both_ways_with_the_close_handshake() {
         .await
         .expect("the close is answered");
     assert!(
-        matches!(after_close, Some(Ok(Message::Close(_))) | None),
-        "{after_close:?}"
+        matches!(after_close, Some(Ok(Message::Close(_)))),
+        "the backend's close frame comes back: {after_close:?}"
     );
     assert_eq!(
         paths.lock().unwrap().as_slice(),
@@ -250,55 +254,6 @@ async fn traversal_and_encoded_slashes_are_400() {
 }
 
 #[tokio::test]
-async fn malformed_requests_are_400_and_never_reach_the_upstream() {
-    let app = backend::echo().await;
-    let gw = gateway(BIN).route("abc", app.url()).start().await;
-    let raw = raw_exchange(gw.addr(), b"GARBAGE\r\n\r\n").await;
-    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
-    let raw = raw_exchange(
-        gw.addr(),
-        b"GET /service/abc/ HTTP/1.1\r\nBad Header\r\n\r\n",
-    )
-    .await;
-    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
-    assert!(app.seen().is_empty());
-}
-
-#[tokio::test]
-async fn an_upstream_that_refuses_is_502() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let gw = gateway(BIN).route("gone", url).start().await;
-    let reply = client(gw.addr()).get("/service/gone/").await;
-    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(reply.json()["error"], "upstream_unreachable");
-    assert!(
-        !reply.text().contains("127.0.0.1"),
-        "no upstream address leaks to the client"
-    );
-    gw.wait_for_log("Connection refused", Duration::from_secs(5))
-        .await;
-}
-
-#[tokio::test]
-async fn an_upstream_that_never_answers_is_504_at_the_timeout() {
-    let app = backend::silent().await;
-    let gw = gateway(BIN)
-        .route("mute", app.url())
-        .env("ROUTER__HTTP__RESPONSE_HEADER_TIMEOUT_MS", "300")
-        .start()
-        .await;
-    let reply = client(gw.addr()).get("/service/mute/").await;
-    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(reply.json()["error"], "upstream_timeout");
-    assert!(
-        app.received().starts_with("GET / HTTP/1.1"),
-        "the request did reach it"
-    );
-}
-
-#[tokio::test]
 async fn oversized_headers_are_431() {
     let app = backend::echo().await;
     let gw = gateway(BIN)
@@ -319,26 +274,6 @@ async fn oversized_headers_are_431() {
     let raw = raw_exchange(gw.addr(), request.as_bytes()).await;
     assert!(raw.starts_with("HTTP/1.1 431"), "{raw}");
     assert!(app.seen().is_empty());
-}
-
-#[tokio::test]
-async fn a_body_over_the_configured_limit_is_413() {
-    let app = backend::echo().await;
-    let gw = gateway(BIN)
-        .route("abc", app.url())
-        .env("ROUTER__HTTP__MAX_BODY_BYTES", "1000")
-        .start()
-        .await;
-    let reply = client(gw.addr())
-        .post("/service/abc/", vec![b'x'; 1001])
-        .await;
-    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(reply.json()["error"], "body_too_large");
-    let reply = client(gw.addr())
-        .post("/service/abc/", vec![b'x'; 1000])
-        .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.json()["body_length"], 1000);
 }
 
 #[tokio::test]

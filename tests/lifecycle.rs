@@ -13,6 +13,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_clearml-gateway");
 
 #[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    drains_on("TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_drains_the_same_way() {
+    drains_on("INT").await;
+}
+
+async fn drains_on(signal: &str) {
     let app = backend::slow(Duration::from_millis(1500)).await;
     let mut gw = gateway(BIN).route("slow", app.url()).start().await;
     let addr = gw.addr();
@@ -20,7 +29,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     let arrived = eventually(Duration::from_secs(5), || async { !app.seen().is_empty() }).await;
     assert!(arrived, "the request reached the backend");
 
-    gw.signal("TERM");
+    gw.signal(signal);
     gw.wait_for_log("shutting down", Duration::from_secs(5))
         .await;
     let refused = eventually(Duration::from_secs(5), || async {
@@ -35,6 +44,11 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     let status = gw.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}\n{}", gw.logs());
     assert!(gw.logs().contains("drained"), "{}", gw.logs());
+    assert!(
+        gw.logs().contains(&format!("signal=\"SIG{signal}\"")),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[tokio::test]
@@ -65,6 +79,31 @@ async fn sigterm_gives_up_on_requests_after_the_grace_period() {
         in_flight.await.unwrap().is_err(),
         "the cut request ends in an error"
     );
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let app = backend::silent().await;
+    let mut gw = gateway(BIN).route("stuck", app.url()).start().await;
+    let addr = gw.addr();
+    let _in_flight = tokio::spawn(async move {
+        let c = client(addr);
+        let request = c.request(http::Method::GET, "/service/stuck/");
+        c.try_open(request.body(gateway_testkit::client::empty()).unwrap())
+            .await
+    });
+    let arrived = eventually(Duration::from_secs(5), || async {
+        !app.received().is_empty()
+    })
+    .await;
+    assert!(arrived);
+    gw.signal("TERM");
+    gw.wait_for_log("shutting down", Duration::from_secs(5))
+        .await;
+    gw.signal("INT");
+    let status = gw.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(1), "{}", gw.logs());
+    assert!(gw.logs().contains("second signal"), "{}", gw.logs());
 }
 
 #[tokio::test]

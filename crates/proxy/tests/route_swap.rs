@@ -4,6 +4,7 @@
 use std::future::pending;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gateway_proxy::{Gateway, Route, RouteStore, RouteTable, Server, Upstream};
@@ -85,9 +86,12 @@ async fn requests_during_repeated_swaps_never_miss_a_route_that_stays() {
     let routes = Arc::new(RouteStore::new(table(10_000, &app, 0)));
     let addr = serve(Arc::clone(&routes)).await;
 
+    let swapping = Arc::new(AtomicBool::new(true));
+    let still_swapping = Arc::clone(&swapping);
     let traffic = tokio::spawn(async move {
         let mut statuses = Vec::new();
-        for _ in 0..300 {
+        // Keep requesting for as long as tables are being replaced, and a little longer.
+        while still_swapping.load(Ordering::Acquire) || statuses.len() < 50 {
             statuses.push(client(addr).get("/service/svc/").await.status);
         }
         statuses
@@ -95,12 +99,18 @@ async fn requests_during_repeated_swaps_never_miss_a_route_that_stays() {
     for generation in 1..=20 {
         routes.replace(table(10_000, &app, generation)).await;
     }
+    swapping.store(false, Ordering::Release);
     let statuses = traffic.await.unwrap();
     let failed: Vec<_> = statuses.iter().filter(|s| **s != StatusCode::OK).collect();
     assert!(
         failed.is_empty(),
-        "{} requests failed: {failed:?}",
-        failed.len()
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        statuses.len()
+    );
+    assert!(
+        app.seen().len() >= statuses.len(),
+        "every request reached the backend"
     );
     let gone = client(addr).get("/service/task0x1/").await;
     assert_eq!(

@@ -358,3 +358,35 @@ impl handshake::server::Callback for RecordPath {
         Ok(response)
     }
 }
+
+/// A port whose listen queue is full: connections to it neither succeed nor fail, so a
+/// connect attempt runs into its timeout. Dropped, it closes.
+pub struct Unaccepting {
+    addr: SocketAddr,
+    _listener: std::net::TcpListener,
+    _queued: std::net::TcpStream,
+}
+
+impl Unaccepting {
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A listener with a backlog of 0 that never accepts, its one queue slot already taken.
+pub fn unaccepting() -> Unaccepting {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    socket.bind(&any.into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let listener: std::net::TcpListener = socket.into();
+    let addr = listener.local_addr().expect("address");
+    let queued = std::net::TcpStream::connect(addr).expect("fill the listen queue");
+    Unaccepting {
+        addr,
+        _listener: listener,
+        _queued: queued,
+    }
+}
