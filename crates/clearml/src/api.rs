@@ -1,0 +1,195 @@
+//! The calls the gateway makes, with their request and answer shapes (CONTRACT §2).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::client::ClearmlClient;
+use crate::error::ClearmlError;
+
+/// A task's `runtime` map: keys written by the task, its agent and the gateway.
+pub type Runtime = Map<String, Value>;
+
+/// A task as `tasks.get_all` returns it with the gateway's `only_fields`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Task {
+    /// Task id.
+    pub id: String,
+    /// Task name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Status: `created`, `queued`, `in_progress`, `stopped`, …
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Id of the user who owns the task.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Id of the task's project.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The runtime map.
+    #[serde(default)]
+    pub runtime: Option<Runtime>,
+    /// Execution details; the queue the task was enqueued to.
+    #[serde(default)]
+    pub execution: Option<Execution>,
+    /// System tags.
+    #[serde(default)]
+    pub system_tags: Option<Vec<String>>,
+}
+
+/// The part of a task's `execution` the gateway reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Execution {
+    /// Id of the queue the task ran from.
+    #[serde(default)]
+    pub queue: Option<String>,
+}
+
+/// A queue's id and name.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Queue {
+    /// Queue id.
+    pub id: String,
+    /// Queue name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// The user a token belongs to (`users.get_current_user`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct User {
+    /// User id.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Company id.
+    #[serde(default)]
+    pub company: Value,
+    /// Role.
+    #[serde(default)]
+    pub role: String,
+}
+
+/// The body of `tasks.get_all`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct GetAllTasks<'a> {
+    /// Only these task ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a [&'a str]>,
+    /// Only these statuses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'a [&'a str]>,
+    /// System tags, OR-ed; `-tag` excludes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_tags: Option<&'a [&'a str]>,
+    /// Include hidden tasks.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub search_hidden: bool,
+    /// Return only these fields (dot paths).
+    pub only_fields: &'a [&'a str],
+    /// Page number, from 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// Tasks per page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct TasksData {
+    #[serde(default)]
+    tasks: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct TaskData {
+    task: Value,
+}
+
+#[derive(Deserialize)]
+struct QueuesData {
+    #[serde(default)]
+    queues: Vec<Queue>,
+}
+
+#[derive(Deserialize)]
+struct UserData {
+    user: User,
+}
+
+impl ClearmlClient {
+    /// One page of `tasks.get_all`, each task as the server sent it: a caller that reads
+    /// them one by one can skip a broken entry without losing the page.
+    pub async fn tasks_get_all(&self, query: &GetAllTasks<'_>) -> Result<Vec<Value>, ClearmlError> {
+        let data: TasksData = self.call("tasks.get_all", query).await?;
+        Ok(data.tasks)
+    }
+
+    /// The runtime map of one task, read now (`tasks.get_by_id`).
+    pub async fn task_runtime(&self, task: &str) -> Result<Runtime, ClearmlError> {
+        let data: TaskData = self
+            .call("tasks.get_by_id", &serde_json::json!({ "task": task }))
+            .await?;
+        Ok(match data.task.get("runtime") {
+            Some(Value::Object(runtime)) => runtime.clone(),
+            _ => Runtime::new(),
+        })
+    }
+
+    /// Merges `add_or_update` into a task's runtime and removes `remove`, atomically, on
+    /// servers with API 2.34 or later (`tasks.edit_runtime`).
+    pub async fn tasks_edit_runtime(
+        &self,
+        task: &str,
+        add_or_update: &Runtime,
+        remove: &[String],
+    ) -> Result<(), ClearmlError> {
+        let body = serde_json::json!({
+            "task": task,
+            "add_or_update": add_or_update,
+            "remove": remove,
+            "force": true,
+        });
+        let _: Value = self.call("tasks.edit_runtime", &body).await?;
+        Ok(())
+    }
+
+    /// Replaces a task's whole runtime map (`tasks.edit` with `force`, for any status).
+    pub async fn tasks_replace_runtime(&self, task: &str, runtime: &Runtime) -> Result<(), ClearmlError> {
+        let body = serde_json::json!({ "task": task, "force": true, "runtime": runtime });
+        let _: Value = self.call("tasks.edit", &body).await?;
+        Ok(())
+    }
+
+    /// Queues whose name matches the regular expression `name` (`queues.get_all`).
+    pub async fn queues_get_all(&self, name: &str) -> Result<Vec<Queue>, ClearmlError> {
+        let body = serde_json::json!({ "name": name, "only_fields": ["id", "name"] });
+        let data: QueuesData = self.call("queues.get_all", &body).await?;
+        Ok(data.queues)
+    }
+
+    /// The user `token` belongs to, as the server sees it (`users.get_current_user`).
+    pub async fn current_user(&self, token: &str) -> Result<User, ClearmlError> {
+        let data: UserData = self
+            .call_with_token(token, "users.get_current_user", &serde_json::json!({}))
+            .await?;
+        Ok(data.user)
+    }
+
+    /// Whether the holder of `token` can see `task` (`tasks.get_all` by id, as that user).
+    pub async fn task_visible_to(&self, token: &str, task: &str) -> Result<bool, ClearmlError> {
+        let ids = [task];
+        let query = GetAllTasks {
+            id: Some(&ids),
+            only_fields: &["id"],
+            search_hidden: true,
+            ..GetAllTasks::default()
+        };
+        let data: TasksData = self.call_with_token(token, "tasks.get_all", &query).await?;
+        Ok(data
+            .tasks
+            .iter()
+            .any(|t| t.get("id").and_then(Value::as_str) == Some(task)))
+    }
+}
