@@ -19,3 +19,4 @@ pub mod wait;
 
 pub use client::client;
 pub use process::gateway;
+pub mod clearml;
