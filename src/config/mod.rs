@@ -6,7 +6,6 @@
 //! assembles them into a [`Config`]; `show` prints it for `--check-config`; `routes_file`
 //! reads the standalone routes file.
 
-mod cidr;
 pub mod env_file;
 mod raw;
 pub mod routes_file;
@@ -20,9 +19,8 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gateway_proxy::{ClientScheme, HttpSettings};
+use gateway_proxy::{AddressPolicy, Cidr, ClientScheme, HttpSettings};
 
-pub use cidr::Cidr;
 use raw::RawEnv;
 use values::Value;
 
@@ -255,6 +253,14 @@ impl Config {
             clearml,
             tls,
         })
+    }
+
+    /// Where task addresses may point (`ROUTER__UPSTREAM__ALLOW_CIDRS`, or the default).
+    pub fn upstream_policy(&self) -> AddressPolicy {
+        match &self.allow_cidrs {
+            Some(cidrs) => AddressPolicy::allowing(cidrs.clone()),
+            None => AddressPolicy::default(),
+        }
     }
 
     /// The effective configuration as `NAME=value` lines, secrets masked.

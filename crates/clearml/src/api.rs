@@ -156,7 +156,11 @@ impl ClearmlClient {
     }
 
     /// Replaces a task's whole runtime map (`tasks.edit` with `force`, for any status).
-    pub async fn tasks_replace_runtime(&self, task: &str, runtime: &Runtime) -> Result<(), ClearmlError> {
+    pub async fn tasks_replace_runtime(
+        &self,
+        task: &str,
+        runtime: &Runtime,
+    ) -> Result<(), ClearmlError> {
         let body = serde_json::json!({ "task": task, "force": true, "runtime": runtime });
         let _: Value = self.call("tasks.edit", &body).await?;
         Ok(())

@@ -116,7 +116,10 @@ impl ClearmlClient {
         let token = self.token().await?;
         match self.send(endpoint, body, Auth::Bearer(&token)).await {
             Err(err) if err.is_unauthorized() => {
-                tracing::debug!(endpoint, "ClearML refused the gateway's token; logging in again");
+                tracing::debug!(
+                    endpoint,
+                    "ClearML refused the gateway's token; logging in again"
+                );
                 self.forget(&token).await;
                 let token = self.token().await?;
                 self.send(endpoint, body, Auth::Bearer(&token)).await
@@ -156,12 +159,15 @@ impl ClearmlClient {
     }
 
     async fn new_session(&self) -> Result<Session, ClearmlError> {
-        let data: LoginData = self.send("auth.login", &serde_json::json!({}), Auth::Basic).await?;
-        let claims = Claims::decode_unverified(&data.token).map_err(|err| ClearmlError::Malformed {
-            endpoint: "auth.login".to_owned(),
-            status: 200,
-            detail: format!("the token cannot be read: {err}"),
-        })?;
+        let data: LoginData = self
+            .send("auth.login", &serde_json::json!({}), Auth::Basic)
+            .await?;
+        let claims =
+            Claims::decode_unverified(&data.token).map_err(|err| ClearmlError::Malformed {
+                endpoint: "auth.login".to_owned(),
+                status: 200,
+                detail: format!("the token cannot be read: {err}"),
+            })?;
         let refresh_after = refresh_time(&claims, SystemTime::now());
         Ok(Session {
             token: data.token.into(),
@@ -179,10 +185,9 @@ impl ClearmlClient {
         let url = format!("{}/{endpoint}", self.settings.api_host);
         let request = self.http.post(url).json(body);
         let request = match auth {
-            Auth::Basic => request.basic_auth(
-                &self.settings.access_key,
-                Some(&self.settings.secret_key),
-            ),
+            Auth::Basic => {
+                request.basic_auth(&self.settings.access_key, Some(&self.settings.secret_key))
+            }
             Auth::Bearer(token) => request.bearer_auth(token),
         };
         let transport = |source| ClearmlError::Transport {
@@ -210,7 +215,11 @@ fn refresh_time(claims: &Claims, now: SystemTime) -> SystemTime {
 }
 
 /// Reads the envelope; an error envelope becomes [`ClearmlError::Api`].
-fn decode<T: DeserializeOwned>(endpoint: &str, status: u16, bytes: &[u8]) -> Result<T, ClearmlError> {
+fn decode<T: DeserializeOwned>(
+    endpoint: &str,
+    status: u16,
+    bytes: &[u8],
+) -> Result<T, ClearmlError> {
     let malformed = |detail: String| ClearmlError::Malformed {
         endpoint: endpoint.to_owned(),
         status,
@@ -222,12 +231,17 @@ fn decode<T: DeserializeOwned>(endpoint: &str, status: u16, bytes: &[u8]) -> Res
     if meta.result_code != 200 || !(200..300).contains(&status) {
         return Err(ClearmlError::Api {
             endpoint: endpoint.to_owned(),
-            result_code: if meta.result_code == 200 { status } else { meta.result_code },
+            result_code: if meta.result_code == 200 {
+                status
+            } else {
+                meta.result_code
+            },
             result_subcode: meta.result_subcode,
             result_msg: meta.result_msg,
         });
     }
-    serde_json::from_value(envelope.data).map_err(|err| malformed(format!("unexpected data: {err}")))
+    serde_json::from_value(envelope.data)
+        .map_err(|err| malformed(format!("unexpected data: {err}")))
 }
 
 fn snippet(bytes: &[u8]) -> String {
@@ -249,9 +263,13 @@ mod tests {
         let err = decode::<Value>("tasks.get_all", 401, refused).unwrap_err();
         assert!(err.is_unauthorized());
         assert_eq!(err.result(), Some((401, 30)));
-        assert_eq!(err.to_string(), "ClearML tasks.get_all failed with 401/30: invalid token");
+        assert_eq!(
+            err.to_string(),
+            "ClearML tasks.get_all failed with 401/30: invalid token"
+        );
 
-        let garbage = decode::<Value>("tasks.get_all", 502, b"<html>bad gateway</html>").unwrap_err();
+        let garbage =
+            decode::<Value>("tasks.get_all", 502, b"<html>bad gateway</html>").unwrap_err();
         assert!(garbage.is_outage());
         assert!(garbage.to_string().contains("HTTP 502"), "{garbage}");
     }
@@ -272,6 +290,10 @@ mod tests {
             exp: Some(1_000_000 + 20),
             ..Claims::default()
         };
-        assert_eq!(refresh_time(&short, now), now, "a token about to expire is renewed at once");
+        assert_eq!(
+            refresh_time(&short, now),
+            now,
+            "a token about to expire is renewed at once"
+        );
     }
 }

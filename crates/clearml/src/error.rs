@@ -25,7 +25,9 @@ pub enum ClearmlError {
         result_msg: String,
     },
     /// The server answered with something that is not the API's envelope.
-    #[error("ClearML {endpoint} answered HTTP {status} with something that is not its API envelope: {detail}")]
+    #[error(
+        "ClearML {endpoint} answered HTTP {status} with something that is not its API envelope: {detail}"
+    )]
     Malformed {
         /// The call.
         endpoint: String,
@@ -42,7 +44,13 @@ pub enum ClearmlError {
 impl ClearmlError {
     /// Whether the server refused the call's credentials or token (401).
     pub fn is_unauthorized(&self) -> bool {
-        matches!(self, ClearmlError::Api { result_code: 401, .. })
+        matches!(
+            self,
+            ClearmlError::Api {
+                result_code: 401,
+                ..
+            }
+        )
     }
 
     /// Whether the failure is the server's or the network's (5xx, garbage, no answer), as

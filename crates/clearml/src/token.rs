@@ -98,7 +98,10 @@ pub struct ApiVersion {
 
 impl ApiVersion {
     /// The first version with `tasks.edit_runtime`.
-    pub const EDIT_RUNTIME: ApiVersion = ApiVersion { major: 2, minor: 34 };
+    pub const EDIT_RUNTIME: ApiVersion = ApiVersion {
+        major: 2,
+        minor: 34,
+    };
 
     /// Parses `"2.31"` (a bare `"2"` is 2.0).
     pub fn parse(text: &str) -> Option<Self> {
@@ -133,7 +136,10 @@ mod tests {
     use super::*;
 
     fn token(payload: &str) -> String {
-        format!("eyJhbGciOiJIUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+        format!(
+            "eyJhbGciOiJIUzI1NiJ9.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(payload)
+        )
     }
 
     #[test]
@@ -144,16 +150,31 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(claims.exp, Some(1_900_000_000));
-        assert_eq!(claims.api(), Some(ApiVersion { major: 2, minor: 31 }));
+        assert_eq!(
+            claims.api(),
+            Some(ApiVersion {
+                major: 2,
+                minor: 31
+            })
+        );
         assert_eq!(claims.identity.unwrap().user, "u1");
         assert_eq!(claims.feature_set.as_deref(), Some("advanced"));
     }
 
     #[test]
     fn broken_tokens_say_why() {
-        assert_eq!(Claims::decode_unverified("abc").unwrap_err(), TokenError::NotJwt);
-        assert_eq!(Claims::decode_unverified("a.b.c.d").unwrap_err(), TokenError::NotJwt);
-        assert_eq!(Claims::decode_unverified("a.!!.c").unwrap_err(), TokenError::Encoding);
+        assert_eq!(
+            Claims::decode_unverified("abc").unwrap_err(),
+            TokenError::NotJwt
+        );
+        assert_eq!(
+            Claims::decode_unverified("a.b.c.d").unwrap_err(),
+            TokenError::NotJwt
+        );
+        assert_eq!(
+            Claims::decode_unverified("a.!!.c").unwrap_err(),
+            TokenError::Encoding
+        );
         assert!(matches!(
             Claims::decode_unverified(&token("\"text\"")),
             Err(TokenError::Payload(_))

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use gateway_clearml::{ClearmlClient, ClientSettings, GetAllTasks};
-use gateway_testkit::clearml::{Fault, FakeClearml, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, task};
+use gateway_testkit::clearml::{FakeClearml, Fault, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, task};
 
 fn client(server: &FakeClearml, secret: &str) -> ClearmlClient {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -51,7 +51,11 @@ async fn a_refused_token_is_replaced_once() {
     server.invalidate_tokens();
     clearml.tasks_get_all(&routable()).await.unwrap();
     assert_eq!(server.calls("auth.login"), 2);
-    assert_eq!(server.calls("tasks.get_all"), 3, "the refused call and its retry");
+    assert_eq!(
+        server.calls("tasks.get_all"),
+        3,
+        "the refused call and its retry"
+    );
 }
 
 #[tokio::test]
@@ -78,7 +82,11 @@ async fn wrong_credentials_are_an_api_error_naming_the_subcode() {
     let err = clearml.login().await.unwrap_err();
     assert_eq!(err.result(), Some((401, 22)));
     assert!(!err.is_outage());
-    assert!(err.to_string().starts_with("ClearML auth.login failed with 401/22"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("ClearML auth.login failed with 401/22"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -106,18 +114,29 @@ async fn outages_are_told_apart_from_refusals() {
 #[tokio::test]
 async fn runtime_edits_merge_or_replace() {
     let server = FakeClearml::builder().api_version("2.34").start().await;
-    let id = server.add_task(task().in_progress().runtime(serde_json::json!({"mine": "1", "old": "x"})));
+    let id = server.add_task(
+        task()
+            .in_progress()
+            .runtime(serde_json::json!({"mine": "1", "old": "x"})),
+    );
     let clearml = client(&server, GATEWAY_SECRET_KEY);
     clearml.login().await.unwrap();
     let mut add = gateway_clearml::Runtime::new();
     add.insert("endpoint".into(), "http://gw/service/x/".into());
-    clearml.tasks_edit_runtime(&id, &add, &["old".to_owned()]).await.unwrap();
+    clearml
+        .tasks_edit_runtime(&id, &add, &["old".to_owned()])
+        .await
+        .unwrap();
     let runtime = server.runtime(&id);
     assert_eq!(runtime["mine"], "1");
     assert_eq!(runtime["endpoint"], "http://gw/service/x/");
     assert!(!runtime.contains_key("old"));
 
     clearml.tasks_replace_runtime(&id, &add).await.unwrap();
-    assert_eq!(server.runtime(&id).len(), 1, "tasks.edit replaces the whole map");
+    assert_eq!(
+        server.runtime(&id).len(),
+        1,
+        "tasks.edit replaces the whole map"
+    );
     assert_eq!(clearml.task_runtime(&id).await.unwrap(), add);
 }

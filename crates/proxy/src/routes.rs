@@ -124,7 +124,7 @@ fn is_dns_name(host: &str) -> bool {
 }
 
 /// One routed endpoint: the key it is served under and where its requests go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     key: Box<str>,
     upstream: Upstream,
@@ -224,6 +224,15 @@ impl RouteTable {
     /// Every route, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.routes.values()
+    }
+
+    /// Whether `other` serves exactly the same routes.
+    pub fn same_routes(&self, other: &RouteTable) -> bool {
+        self.len() == other.len()
+            && self
+                .routes
+                .iter()
+                .all(|(key, route)| other.lookup(key).is_some_and(|o| o == route))
     }
 }
 

@@ -45,7 +45,12 @@ fn has_edit_runtime(state: &State) -> bool {
     (major, minor) >= (2, 34)
 }
 
-pub fn handle(state: &mut State, endpoint: &str, caller: &Caller, data: &Value) -> Result<Value, ApiError> {
+pub fn handle(
+    state: &mut State,
+    endpoint: &str,
+    caller: &Caller,
+    data: &Value,
+) -> Result<Value, ApiError> {
     match endpoint {
         "auth.login" => Ok(json!({ "token": state.issue_token(&caller.user) })),
         "tasks.get_all" => Ok(json!({ "tasks": tasks_get_all(state, caller, data) })),
@@ -57,21 +62,32 @@ pub fn handle(state: &mut State, endpoint: &str, caller: &Caller, data: &Value) 
         "tasks.edit_runtime" => tasks_edit_runtime(state, caller, data),
         "queues.get_all" => Ok(json!({ "queues": queues_get_all(state, data) })),
         "users.get_current_user" => current_user(state, caller),
-        _ => Err(ApiError::new(404, 0, format!("Unable to find endpoint for name {endpoint}"))),
+        _ => Err(ApiError::new(
+            404,
+            0,
+            format!("Unable to find endpoint for name {endpoint}"),
+        )),
     }
 }
 
 fn can_see(state: &State, caller: &Caller, task: &Value) -> bool {
     let id = task["id"].as_str().unwrap_or_default();
     task["company"].as_str() == Some(caller.company.as_str())
-        && !state.hidden_from.contains(&(id.to_owned(), caller.user.clone()))
+        && !state
+            .hidden_from
+            .contains(&(id.to_owned(), caller.user.clone()))
 }
 
 /// A list field that may also be given as one string.
 fn strings(value: &Value) -> Option<Vec<String>> {
     match value {
         Value::String(s) => Some(vec![s.clone()]),
-        Value::Array(items) => Some(items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()),
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -86,9 +102,20 @@ fn tasks_get_all(state: &State, caller: &Caller, data: &Value) -> Vec<Value> {
         .tasks
         .iter()
         .filter(|t| can_see(state, caller, t))
-        .filter(|t| ids.as_ref().is_none_or(|ids| ids.iter().any(|i| t["id"] == **i)))
-        .filter(|t| statuses.as_ref().is_none_or(|s| s.iter().any(|s| t["status"] == **s)))
-        .filter(|t| projects.as_ref().is_none_or(|p| p.iter().any(|p| t["project"] == **p)))
+        .filter(|t| {
+            ids.as_ref()
+                .is_none_or(|ids| ids.iter().any(|i| t["id"] == **i))
+        })
+        .filter(|t| {
+            statuses
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|s| t["status"] == **s))
+        })
+        .filter(|t| {
+            projects
+                .as_ref()
+                .is_none_or(|p| p.iter().any(|p| t["project"] == **p))
+        })
         .filter(|t| tags_match(&tags, &t["system_tags"]))
         .filter(|t| search_hidden || !has_tag(&t["system_tags"], "hidden"))
         .collect();
@@ -109,12 +136,14 @@ fn tasks_get_all(state: &State, caller: &Caller, data: &Value) -> Vec<Value> {
 }
 
 fn has_tag(tags: &Value, tag: &str) -> bool {
-    tags.as_array().is_some_and(|tags| tags.iter().any(|t| t == tag))
+    tags.as_array()
+        .is_some_and(|tags| tags.iter().any(|t| t == tag))
 }
 
 /// System tags filter: any of the plain tags (OR), none of the `-tag` ones.
 fn tags_match(filter: &[String], tags: &Value) -> bool {
-    let (excluded, wanted): (Vec<&String>, Vec<&String>) = filter.iter().partition(|t| t.starts_with('-'));
+    let (excluded, wanted): (Vec<&String>, Vec<&String>) =
+        filter.iter().partition(|t| t.starts_with('-'));
     let none_excluded = excluded.iter().all(|t| !has_tag(tags, &t[1..]));
     let any_wanted = wanted.is_empty() || wanted.iter().any(|t| has_tag(tags, t));
     none_excluded && any_wanted
@@ -234,7 +263,11 @@ fn regex_lite_match(pattern: &str, text: &str) -> bool {
     let anchored_start = pattern.starts_with('^');
     let anchored_end = pattern.ends_with('$') && !pattern.ends_with("\\$");
     let core = pattern.trim_start_matches('^');
-    let core = if anchored_end { &core[..core.len() - 1] } else { core };
+    let core = if anchored_end {
+        &core[..core.len() - 1]
+    } else {
+        core
+    };
     let literal = core.replace('\\', "");
     match (anchored_start, anchored_end) {
         (true, true) => text == literal,

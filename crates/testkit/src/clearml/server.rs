@@ -22,11 +22,15 @@ use super::state::{Fault, State};
 
 /// Starts serving on a fresh port.
 pub async fn serve(state: Arc<Mutex<State>>) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake ClearML");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the fake ClearML");
     let addr = listener.local_addr().expect("fake ClearML address");
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let state = Arc::clone(&state);
             tokio::spawn(async move {
                 let service = service_fn(move |req| answer(Arc::clone(&state), req));
@@ -56,7 +60,11 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let Some((version, endpoint)) = parse_path(parts.uri.path()) else {
         let error = ApiError::new(400, 0, format!("Invalid request path {}", parts.uri.path()));
         return Ok(envelope("", None, Err(error), "2.31"));
@@ -88,7 +96,12 @@ async fn answer(
     if !handlers::exists(&state, &endpoint) {
         let requested = version.clone().unwrap_or_else(|| api_version.clone());
         let msg = format!("Unable to find endpoint for name {endpoint} and version {requested}");
-        return Ok(envelope(&endpoint, version, Err(ApiError::new(404, 0, msg)), &api_version));
+        return Ok(envelope(
+            &endpoint,
+            version,
+            Err(ApiError::new(404, 0, msg)),
+            &api_version,
+        ));
     }
     let result = data.and_then(|data| {
         let caller = authenticate(&state, &endpoint, parts.headers.get("authorization"))?;
@@ -104,14 +117,17 @@ fn parse_path(path: &str) -> Option<(Option<String>, String)> {
     let (version, name) = match path.split_once('/') {
         Some((version, name)) => {
             let number = version.strip_prefix('v')?;
-            let valid = !number.is_empty() && number.chars().all(|c| c.is_ascii_digit() || c == '.');
+            let valid =
+                !number.is_empty() && number.chars().all(|c| c.is_ascii_digit() || c == '.');
             valid.then_some((Some(number.to_owned()), name))?
         }
         None => (None, path),
     };
     let (service, action) = name.split_once('.')?;
     let word = |w: &str| {
-        w.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        w.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     (word(service) && word(action)).then(|| (version, name.to_owned()))
@@ -137,8 +153,11 @@ fn authenticate(
     }
     let token = header.strip_prefix("Bearer ").ok_or_else(missing)?;
     let invalid = |why: &str| ApiError::new(401, 30, format!("invalid token: {why}"));
-    let payload = jwt::verify(token, &state.secret).ok_or_else(|| invalid("signature verification failed"))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let payload = jwt::verify(token, &state.secret)
+        .ok_or_else(|| invalid("signature verification failed"))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     if payload["exp"].as_u64().is_some_and(|exp| exp <= now) {
         return Err(invalid("signature has expired"));
     }
@@ -168,7 +187,11 @@ fn basic(state: &State, encoded: &str) -> Result<Caller, ApiError> {
     if expected != secret {
         return Err(invalid());
     }
-    let company = state.users.get(user).map(|u| u.company.clone()).unwrap_or_default();
+    let company = state
+        .users
+        .get(user)
+        .map(|u| u.company.clone())
+        .unwrap_or_default();
     Ok(Caller {
         user: user.clone(),
         company,
@@ -207,7 +230,8 @@ fn envelope(
         "data": data,
     });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -222,7 +246,9 @@ fn html(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 }
 
 fn rand_u128() -> u128 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     nanos ^ (u128::from(std::process::id()) << 64)
 }
 
@@ -232,7 +258,10 @@ mod tests {
 
     #[test]
     fn paths_follow_the_real_servers_expression() {
-        assert_eq!(parse_path("/tasks.get_all"), Some((None, "tasks.get_all".into())));
+        assert_eq!(
+            parse_path("/tasks.get_all"),
+            Some((None, "tasks.get_all".into()))
+        );
         assert_eq!(
             parse_path("/v2.23/tasks.get_all/"),
             Some((Some("2.23".into()), "tasks.get_all".into()))

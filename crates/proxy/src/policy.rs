@@ -1,0 +1,178 @@
+//! Where upstreams may point: networks in CIDR notation (`ROUTER__UPSTREAM__ALLOW_CIDRS`).
+//!
+//! Task addresses are user input: a task could point its endpoint at a cloud metadata
+//! service (169.254.169.254) and have the gateway fetch credentials for it. By default every
+//! address is allowed except link-local ones, where those services live.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// The networks upstream addresses may lie in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressPolicy {
+    allow: Vec<Cidr>,
+    deny: Vec<Cidr>,
+}
+
+impl Default for AddressPolicy {
+    /// Everything but link-local (`169.254.0.0/16`, `fe80::/10`).
+    fn default() -> Self {
+        Self {
+            allow: vec![Cidr::ANY_V4, Cidr::ANY_V6],
+            deny: vec![Cidr::LINK_LOCAL_V4, Cidr::LINK_LOCAL_V6],
+        }
+    }
+}
+
+impl AddressPolicy {
+    /// Only the networks of `allow` (and nothing denied besides).
+    pub fn allowing(allow: Vec<Cidr>) -> Self {
+        Self {
+            allow,
+            deny: Vec::new(),
+        }
+    }
+
+    /// Whether `ip` may be connected to.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.iter().any(|net| net.contains(ip))
+            && !self.deny.iter().any(|net| net.contains(ip))
+    }
+}
+
+/// An IP network such as `10.0.0.0/8` or `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    const ANY_V4: Cidr = Cidr {
+        network: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        prefix: 0,
+    };
+    const ANY_V6: Cidr = Cidr {
+        network: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        prefix: 0,
+    };
+    const LINK_LOCAL_V4: Cidr = Cidr {
+        network: IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 0, 0)),
+        prefix: 16,
+    };
+    const LINK_LOCAL_V6: Cidr = Cidr {
+        network: IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
+        prefix: 10,
+    };
+
+    /// Whether `ip` lies in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_matches(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_matches(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_matches(net: &[u8], ip: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    let rest = prefix % 8;
+    if net[..full] != ip[..full] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        net[full] & mask == ip[full] & mask
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| ())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().map_err(|_| ())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(());
+        }
+        Ok(Self { network, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(text: &str) -> Cidr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn networks_contain_their_addresses_only() {
+        let link_local = cidr("169.254.0.0/16");
+        assert!(link_local.contains("169.254.169.254".parse().unwrap()));
+        assert!(!link_local.contains("169.255.0.1".parse().unwrap()));
+        assert!(link_local.contains("::ffff:169.254.1.1".parse().unwrap()));
+        assert!(cidr("fe80::/10").contains("fe80::1".parse().unwrap()));
+        assert!(!cidr("fe80::/10").contains("fec0::1".parse().unwrap()));
+        assert!(cidr("10.1.2.3").contains("10.1.2.3".parse().unwrap()));
+        assert!(cidr("10.0.0.0/13").contains("10.7.255.255".parse().unwrap()));
+        assert!(!cidr("10.0.0.0/13").contains("10.8.0.0".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_default_policy_keeps_out_link_local_only() {
+        let policy = AddressPolicy::default();
+        for ok in ["10.0.0.5", "127.0.0.1", "8.8.8.8", "::1", "fd00::1"] {
+            assert!(policy.permits(ok.parse().unwrap()), "{ok}");
+        }
+        for bad in ["169.254.169.254", "fe80::1", "::ffff:169.254.169.254"] {
+            assert!(!policy.permits(bad.parse().unwrap()), "{bad}");
+        }
+        let private = AddressPolicy::allowing(vec![cidr("10.0.0.0/8")]);
+        assert!(private.permits("10.1.1.1".parse().unwrap()));
+        assert!(!private.permits("192.168.1.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn networks_print_as_written() {
+        assert_eq!(cidr("169.254.0.0/16").to_string(), "169.254.0.0/16");
+        assert_eq!(cidr("fe80::/10").to_string(), "fe80::/10");
+        assert_eq!(cidr("10.1.2.3").to_string(), "10.1.2.3/32");
+    }
+
+    #[test]
+    fn malformed_networks_are_refused() {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "x/8",
+            "10.0.0.0/-1",
+            "",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! A task's HTTP endpoints, read from the runtime keys the SDK writes (CONTRACT §3).
+//!
+//! Endpoints are found by their `_PORT{S}` keys, not by `_SERVICE{S}`: the default HTTP and
+//! TCP endpoints share `_SERVICE`, so whichever was requested last overwrote it.
+
+use std::net::IpAddr;
+
+use gateway_clearml::Runtime;
+use gateway_proxy::routes::is_valid_route_key;
+use gateway_proxy::{AddressPolicy, Upstream};
+use serde_json::Value;
+
+/// One HTTP endpoint a task asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpEndpoint {
+    /// `None` for the default endpoint, `Some(name)` for `…__{name}`.
+    pub name: Option<String>,
+    /// Where the app listens.
+    pub upstream: Upstream,
+}
+
+impl HttpEndpoint {
+    /// `""` or `"__{name}"`: the suffix of this endpoint's runtime keys.
+    pub fn suffix(&self) -> String {
+        self.name
+            .as_ref()
+            .map(|n| format!("__{n}"))
+            .unwrap_or_default()
+    }
+
+    /// The route key: `{task_id}` or `{task_id}__{name}`.
+    pub fn route_key(&self, task_id: &str) -> String {
+        format!("{task_id}{}", self.suffix())
+    }
+}
+
+/// A runtime entry that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The runtime key at fault.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The HTTP endpoints of a task's runtime, and the entries that had to be skipped.
+pub fn http_endpoints(
+    runtime: &Runtime,
+    policy: &AddressPolicy,
+) -> (Vec<HttpEndpoint>, Vec<Skipped>) {
+    let mut endpoints = Vec::new();
+    let mut skipped = Vec::new();
+    for (key, value) in runtime {
+        let name = match key.strip_prefix("_PORT") {
+            Some("") => None,
+            Some(rest) => match rest.strip_prefix("__") {
+                Some(name) => Some(name.to_owned()),
+                None => continue,
+            },
+            None => continue,
+        };
+        match endpoint(name, key, value, runtime, policy) {
+            Ok(endpoint) => endpoints.push(endpoint),
+            Err(reason) => skipped.push(Skipped {
+                key: key.clone(),
+                reason,
+            }),
+        }
+    }
+    endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    (endpoints, skipped)
+}
+
+fn endpoint(
+    name: Option<String>,
+    port_key: &str,
+    port: &Value,
+    runtime: &Runtime,
+    policy: &AddressPolicy,
+) -> Result<HttpEndpoint, String> {
+    if let Some(name) = &name {
+        let valid = !name.is_empty() && is_valid_route_key(name) && !name.starts_with('_');
+        if !valid {
+            return Err(format!(
+                "endpoint name {name:?} must be one or more of A-Z a-z 0-9 _ - and not start with _"
+            ));
+        }
+    }
+    let port = port_number(port)
+        .ok_or_else(|| format!("{port_key} = {port}: expected a port number in 1..=65535"))?;
+    let suffix = port_key.strip_prefix("_PORT").unwrap_or_default();
+    let address_key = format!("_ADDRESS{suffix}");
+    let address = match runtime.get(&address_key) {
+        Some(Value::String(address)) => address.trim(),
+        Some(other) => {
+            return Err(format!(
+                "{address_key} = {other}: expected a host name or IP address"
+            ));
+        }
+        None => return Err(format!("{address_key} is missing")),
+    };
+    let upstream = Upstream::from_host_port(address, port)
+        .map_err(|err| format!("{address_key} = {address:?}: {err}"))?;
+    if let Ok(ip) = address.trim_matches(['[', ']']).parse::<IpAddr>() {
+        if !policy.permits(ip) {
+            return Err(format!(
+                "{address_key} = {address:?}: not in the networks of ROUTER__UPSTREAM__ALLOW_CIDRS"
+            ));
+        }
+    }
+    Ok(HttpEndpoint { name, upstream })
+}
+
+/// A port given as a number or as a string of digits.
+fn port_number(value: &Value) -> Option<u16> {
+    let number = match value {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    u16::try_from(number).ok().filter(|p| *p > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(runtime: Value) -> (Vec<HttpEndpoint>, Vec<Skipped>) {
+        let Value::Object(runtime) = runtime else {
+            panic!("an object")
+        };
+        http_endpoints(&runtime, &AddressPolicy::default())
+    }
+
+    #[test]
+    fn default_and_named_endpoints_are_found_by_their_port_keys() {
+        let (endpoints, skipped) = read(json!({
+            "_SERVICE": "EXTERNAL_TCP",
+            "_ADDRESS": "10.0.0.5", "_PORT": 8000,
+            "_SERVICE__lab": "EXTERNAL", "_ADDRESS__lab": "gpu-7.cluster.local", "_PORT__lab": "8888",
+            "external_address": "10.0.0.5", "external_tcp_port": 22,
+            "endpoint": "https://gw/service/abc/", "other": "kept",
+        }));
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(endpoints.len(), 2);
+        assert_eq!(endpoints[0].route_key("abc"), "abc");
+        assert_eq!(endpoints[0].upstream.to_string(), "http://10.0.0.5:8000");
+        assert_eq!(endpoints[1].route_key("abc"), "abc__lab");
+        assert_eq!(
+            endpoints[1].upstream.to_string(),
+            "http://gpu-7.cluster.local:8888"
+        );
+    }
+
+    #[test]
+    fn unusable_entries_are_skipped_naming_the_key() {
+        let (endpoints, skipped) = read(json!({
+            "_ADDRESS": "10.0.0.5", "_PORT": 8000,
+            "_PORT__a": 70000, "_ADDRESS__a": "10.0.0.5",
+            "_PORT__b": 80,
+            "_PORT__c": 80, "_ADDRESS__c": "http://10.0.0.5/x",
+            "_PORT__d": 80, "_ADDRESS__d": "10.0.0.5\r\nX-Injected: 1",
+            "_PORT__e": 80, "_ADDRESS__e": "user@host",
+            "_PORT__f": 80, "_ADDRESS__f": "169.254.169.254",
+            "_PORT__g.h": 80, "_ADDRESS__g.h": "10.0.0.5",
+            "_PORT__i": true, "_ADDRESS__i": "10.0.0.5",
+            "_PORT__j": 80, "_ADDRESS__j": 1234,
+        }));
+        assert_eq!(endpoints.len(), 1, "the default endpoint is unharmed");
+        let reasons: Vec<String> = skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.key, s.reason))
+            .collect();
+        assert_eq!(skipped.len(), 9, "{reasons:#?}");
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with("_PORT__a: _PORT__a = 70000: expected a port"))
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r == "_PORT__b: _ADDRESS__b is missing")
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("_ADDRESS__f") && r.contains("ALLOW_CIDRS"))
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with("_PORT__g.h: endpoint name"))
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The sync loop: every poll interval, list the routable tasks, plan, publish the route table
+//! in one swap, then write back the endpoints that are missing. While ClearML fails, the last
+//! good table keeps serving; the outage is logged when it starts and when it ends, and
+//! retries back off up to a cap.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_clearml::{ApiVersion, ClearmlClient, ClearmlError, GetAllTasks};
+use gateway_proxy::{Readiness, RouteStore, RouteTable};
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use crate::plan::{Plan, PlanContext, Skip, WriteBack, plan};
+use crate::queues::QueueFilter;
+use crate::settings::SyncSettings;
+use crate::writeback::{WriteError, WriteMode, write_back};
+
+/// The fields of a task the gateway reads (CONTRACT §4).
+const ONLY_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "status",
+    "user",
+    "project",
+    "runtime",
+    "execution.queue",
+    "system_tags",
+];
+
+/// A listing that runs on past this many pages is cut short, with a warning.
+const MAX_PAGES: u32 = 10_000;
+
+/// Why the sync cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// ClearML refused the gateway's own keys at the first login: the configuration is wrong.
+    #[error(
+        "ClearML refused the gateway's credentials ({0}); check CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY"
+    )]
+    CredentialsRejected(#[source] ClearmlError),
+}
+
+/// What one successful poll did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Tasks of this gateway that are running.
+    pub tasks: usize,
+    /// Routes now served.
+    pub routes: usize,
+    /// Whether the route table changed.
+    pub changed: bool,
+    /// Write-backs made.
+    pub written: usize,
+}
+
+/// Keeps a [`RouteStore`] in step with ClearML.
+pub struct Sync {
+    client: Arc<ClearmlClient>,
+    routes: Arc<RouteStore>,
+    readiness: Arc<Readiness>,
+    settings: SyncSettings,
+    queues: QueueFilter,
+    write_mode: WriteMode,
+    reported: HashSet<Skip>,
+    outage: Option<Outage>,
+}
+
+struct Outage {
+    since: Instant,
+    failures: u32,
+}
+
+impl Sync {
+    /// A sync that publishes into `routes` and marks `readiness` after its first poll.
+    pub fn new(
+        client: Arc<ClearmlClient>,
+        routes: Arc<RouteStore>,
+        readiness: Arc<Readiness>,
+        settings: SyncSettings,
+    ) -> Self {
+        Self {
+            client,
+            routes,
+            readiness,
+            queues: QueueFilter::new(settings.listen_queues.clone()),
+            settings,
+            write_mode: WriteMode::ReadModifyWrite,
+            reported: HashSet::new(),
+            outage: None,
+        }
+    }
+
+    /// Logs in for the first time. While ClearML cannot be reached this keeps trying; if it
+    /// refuses the gateway's keys, that is an error for the operator.
+    pub async fn connect(&mut self) -> Result<(), SyncError> {
+        loop {
+            match self.client.login().await {
+                Ok(claims) => {
+                    self.end_outage();
+                    let api = claims.api();
+                    self.write_mode = match api {
+                        Some(v) if v >= ApiVersion::EDIT_RUNTIME => WriteMode::EditRuntime,
+                        _ => WriteMode::ReadModifyWrite,
+                    };
+                    let user = claims.identity.map(|i| i.user_name).unwrap_or_default();
+                    tracing::info!(
+                        server = %self.settings.api_host,
+                        user = %user,
+                        api = %api.map_or_else(|| "unknown".to_owned(), |v| v.to_string()),
+                        write_mode = ?self.write_mode,
+                        "logged in to ClearML"
+                    );
+                    return Ok(());
+                }
+                Err(err) if err.is_unauthorized() => {
+                    return Err(SyncError::CredentialsRejected(err));
+                }
+                Err(err) => {
+                    let pause = self.failed(&err);
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Polls for ever (until the task is dropped).
+    pub async fn run(mut self) {
+        let mut next = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep_until(next).await;
+            let started = tokio::time::Instant::now();
+            match self.sync_once().await {
+                Ok(_) => {
+                    self.end_outage();
+                    next = started + self.settings.poll_interval;
+                }
+                Err(err) => next = tokio::time::Instant::now() + self.failed(&err),
+            }
+        }
+    }
+
+    /// One poll: list, plan, publish, write back.
+    pub async fn sync_once(&mut self) -> Result<Report, ClearmlError> {
+        if self.queues.due(self.settings.queue_refresh) {
+            self.queues.resolve(&self.client).await?;
+        }
+        let tasks = self.list_tasks().await?;
+        let context = PlanContext {
+            router_url: self.settings.router_url.clone(),
+            api_host: self.settings.api_host.clone(),
+            router_name: self.settings.router_name.clone(),
+            browser_endpoint: self.settings.browser_endpoint,
+            queues: self.queues.ids(),
+            policy: self.settings.policy.clone(),
+        };
+        // Planning thousands of tasks is CPU work: keep it off the request threads.
+        let planned = tokio::task::spawn_blocking(move || plan(tasks, &context)).await;
+        let Ok(Plan {
+            table,
+            writes,
+            skipped,
+            tasks,
+        }) = planned
+        else {
+            tracing::error!("planning the route table failed; keeping the current one");
+            return Ok(Report::default());
+        };
+        self.report_skips(skipped);
+        let routes = table.len();
+        let changed = self.publish(table).await;
+        self.readiness.set_ready(true);
+        let written = self.write_all(writes).await;
+        Ok(Report {
+            tasks,
+            routes,
+            changed,
+            written,
+        })
+    }
+
+    async fn list_tasks(&self) -> Result<Vec<Value>, ClearmlError> {
+        let mut tasks = Vec::new();
+        for page in 0..MAX_PAGES {
+            let query = GetAllTasks {
+                system_tags: Some(&["external_service"]),
+                status: Some(&["in_progress"]),
+                search_hidden: true,
+                only_fields: ONLY_FIELDS,
+                page: Some(page),
+                page_size: Some(self.settings.page_size),
+                ..GetAllTasks::default()
+            };
+            let batch = self.client.tasks_get_all(&query).await?;
+            let last = batch.len() < self.settings.page_size as usize;
+            tasks.extend(batch);
+            if last {
+                return Ok(tasks);
+            }
+        }
+        tracing::warn!(
+            pages = MAX_PAGES,
+            "the task listing did not end; routing what was read"
+        );
+        Ok(tasks)
+    }
+
+    /// Swaps the table in when it differs from the one served; logs what changed.
+    async fn publish(&self, table: RouteTable) -> bool {
+        let current = self.routes.snapshot();
+        if current.same_routes(&table) {
+            return false;
+        }
+        log_changes(&current, &table);
+        drop(current);
+        self.routes.replace(table).await;
+        true
+    }
+
+    async fn write_all(&mut self, writes: Vec<WriteBack>) -> usize {
+        let mut pending = writes.into_iter();
+        let mut running = JoinSet::new();
+        let mut written = 0;
+        loop {
+            while running.len() < self.settings.write_concurrency {
+                let Some(write) = pending.next() else { break };
+                let client = Arc::clone(&self.client);
+                let mode = self.write_mode;
+                running.spawn(async move {
+                    let result = write_back(&client, &write, mode).await;
+                    (write, result)
+                });
+            }
+            let Some(done) = running.join_next().await else {
+                return written;
+            };
+            let Ok((write, result)) = done else { continue };
+            match result {
+                Ok(()) => {
+                    written += 1;
+                    tracing::info!(task = %write.task_id, keys = ?write.keys.keys().collect::<Vec<_>>(), "endpoint written to the task");
+                }
+                Err(WriteError::Clearml(err))
+                    if err.result() == Some((404, 0))
+                        && self.write_mode == WriteMode::EditRuntime =>
+                {
+                    tracing::warn!(
+                        "tasks.edit_runtime is missing although the server's API version has it; writing with tasks.edit from now on"
+                    );
+                    self.write_mode = WriteMode::ReadModifyWrite;
+                }
+                Err(err) => {
+                    tracing::warn!(task = %write.task_id, error = %err, "could not write the endpoint to the task; trying again at the next poll")
+                }
+            }
+        }
+    }
+
+    /// Logs each skipped entry once, for as long as it stays skipped.
+    fn report_skips(&mut self, skipped: Vec<Skip>) {
+        let current: HashSet<Skip> = skipped.into_iter().collect();
+        for skip in current.difference(&self.reported) {
+            tracing::warn!(
+                task = %skip.task_id,
+                key = skip.key.as_deref().unwrap_or("-"),
+                reason = %skip.reason,
+                "task entry skipped"
+            );
+        }
+        self.reported = current;
+    }
+
+    /// Notes a failure; returns how long to wait before trying again.
+    fn failed(&mut self, err: &ClearmlError) -> Duration {
+        let outage = self.outage.get_or_insert_with(|| {
+            tracing::warn!(error = %error_chain(err), "ClearML is failing; the last good route table keeps serving");
+            Outage {
+                since: Instant::now(),
+                failures: 0,
+            }
+        });
+        outage.failures += 1;
+        tracing::debug!(failures = outage.failures, error = %error_chain(err), "ClearML call failed");
+        let doubling = 2u32.saturating_pow(outage.failures.saturating_sub(1).min(16));
+        (self.settings.poll_interval * doubling)
+            .min(self.settings.max_backoff.max(self.settings.poll_interval))
+    }
+
+    fn end_outage(&mut self) {
+        if let Some(outage) = self.outage.take() {
+            tracing::info!(
+                after_s = outage.since.elapsed().as_secs(),
+                failures = outage.failures,
+                "ClearML answers again; sync resumed"
+            );
+        }
+    }
+}
+
+fn log_changes(old: &RouteTable, new: &RouteTable) {
+    const DETAILED: usize = 20;
+    let added: Vec<_> = new
+        .iter()
+        .filter(|r| old.lookup(r.key()) != Some(*r))
+        .collect();
+    let removed: Vec<_> = old
+        .iter()
+        .filter(|r| new.lookup(r.key()).is_none())
+        .collect();
+    for route in added.iter().take(DETAILED) {
+        tracing::info!(route = route.key(), upstream = %route.upstream(), task = route.task_id(), "route live");
+    }
+    for route in removed.iter().take(DETAILED) {
+        tracing::info!(route = route.key(), task = route.task_id(), "route removed");
+    }
+    if added.len() + removed.len() > 2 * DETAILED {
+        tracing::info!(
+            added = added.len(),
+            removed = removed.len(),
+            routes = new.len(),
+            "route table replaced"
+        );
+    }
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
