@@ -4,6 +4,7 @@
 //! and the runtime, picks the mode (`mode`: where routes come from) and runs it until a signal
 //! (`signals`) asks it to stop.
 
+mod clearml;
 mod cli;
 mod config;
 mod logging;

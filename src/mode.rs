@@ -1,5 +1,6 @@
 //! Where routes come from, and running the gateway on them.
 //!
+//! ClearML: the sync keeps the table in step with the tasks that asked for endpoints.
 //! Standalone: a fixed table from `--routes FILE`, re-read on SIGHUP, nothing authenticated.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use anyhow::Context as _;
 use gateway_proxy::{Drain, Gateway, Readiness, RouteStore, RouteTable, Server};
 use tokio::net::TcpListener;
 
+use crate::clearml;
 use crate::config::Config;
 use crate::config::routes_file::{self, RoutesFileError};
 use crate::signals;
@@ -32,16 +34,13 @@ pub enum ModeError {
         "ROUTER__WEBSERVER__TLS_CERT is set, but this build of the gateway serves plain HTTP only; terminate TLS in front of it"
     )]
     TlsUnavailable,
-    /// ClearML mode is configured but this build cannot sync with ClearML.
-    #[error(
-        "CLEARML_API_HOST is set, but this build of the gateway serves only --routes files; ClearML sync is not available yet"
-    )]
-    ClearmlUnavailable,
 }
 
 /// What the gateway will serve.
 #[derive(Debug)]
 pub enum Mode {
+    /// Routes from the ClearML tasks that asked for endpoints.
+    Clearml,
     /// A fixed table from a routes file.
     Standalone {
         /// The routes file, re-read on SIGHUP.
@@ -59,7 +58,7 @@ impl Mode {
         }
         match (&config.clearml, routes) {
             (Some(_), Some(_)) => Err(ModeError::RoutesWithClearml),
-            (Some(_), None) => Err(ModeError::ClearmlUnavailable),
+            (Some(_), None) => Ok(Mode::Clearml),
             (None, None) => Err(ModeError::NothingToServe),
             (None, Some(path)) => Ok(Mode::Standalone {
                 table: routes_file::load(path)?,
@@ -71,6 +70,7 @@ impl Mode {
     /// One line for `--check-config`.
     pub fn describe(&self) -> String {
         match self {
+            Mode::Clearml => "clearml: routes from the tasks that asked for endpoints".to_owned(),
             Mode::Standalone { path, table } => format!(
                 "standalone: {} route(s) from {}, not authenticated",
                 table.len(),
@@ -82,6 +82,7 @@ impl Mode {
     /// Serves until SIGTERM/SIGINT, then drains.
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
         match self {
+            Mode::Clearml => clearml::run(config).await,
             Mode::Standalone { path, table } => run_standalone(config, path, table).await,
         }
     }
@@ -140,7 +141,8 @@ async fn reload_on_sighup(path: PathBuf, routes: Arc<RouteStore>) {
     }
 }
 
-fn report(drain: Drain) {
+/// Logs how the drain after a shutdown signal went.
+pub fn report(drain: Drain) {
     match drain {
         Drain::Complete => tracing::info!("drained; exiting"),
         Drain::TimedOut { remaining } => tracing::warn!(

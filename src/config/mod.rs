@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gateway_proxy::{AddressPolicy, Cidr, ClientScheme, HttpSettings};
+pub use gateway_sync::BrowserEndpoint;
 
 use raw::RawEnv;
 use values::Value;
@@ -81,13 +82,6 @@ pub struct ClearmlConfig {
     /// `CLEARML_API_ACCESS_KEY`.
     pub access_key: String,
     /// `CLEARML_API_SECRET_KEY`.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "read by the ClearML client, which logs in with it"
-        )
-    )]
     pub secret_key: Secret,
 }
 
@@ -97,10 +91,6 @@ pub struct Secret(String);
 
 impl Secret {
     /// The secret itself, for the one place that must send it.
-    #[expect(
-        dead_code,
-        reason = "read by the ClearML client, which logs in with it"
-    )]
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -130,15 +120,6 @@ pub struct TcpConfig {
     pub router_address: Option<String>,
     /// `TCP_PORT_START..=TCP_PORT_END`.
     pub ports: RangeInclusive<u16>,
-}
-
-/// How `browser_endpoint` is written (CONTRACT §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrowserEndpoint {
-    /// The same URL as `endpoint`.
-    Direct,
-    /// The enterprise server's `auth.redirect_to_router` form.
-    Redirect,
 }
 
 /// Text for people, or one JSON object per line.
@@ -189,6 +170,8 @@ pub struct Config {
     pub listen_queues: Vec<String>,
     /// `ROUTER__SYNC__POLL_INTERVAL_MS`.
     pub poll_interval: Duration,
+    /// `ROUTER__SYNC__REQUEST_TIMEOUT_MS`: longest wait for one ClearML call.
+    pub clearml_timeout: Duration,
     /// `ROUTER__HTTP__BROWSER_ENDPOINT`.
     pub browser_endpoint: BrowserEndpoint,
     /// `ROUTER__UPSTREAM__ALLOW_CIDRS`; `None` for the default (all but link-local).
@@ -244,6 +227,8 @@ impl Config {
             listen_queues: Value::of("LISTEN_QUEUE_NAME", &raw.listen_queues).list(),
             poll_interval: Value::of("ROUTER__SYNC__POLL_INTERVAL_MS", &raw.poll_interval_ms)
                 .millis(2000, 100)?,
+            clearml_timeout: Value::of("ROUTER__SYNC__REQUEST_TIMEOUT_MS", &raw.request_timeout_ms)
+                .millis(30_000, 100)?,
             browser_endpoint: browser_endpoint(&raw)?,
             allow_cidrs: allow_cidrs(&raw)?,
             log: log(&raw)?,

@@ -46,6 +46,8 @@ pub struct RawEnv {
     pub(super) listen_queues: Option<String>,
     #[serde(rename = "router__sync__poll_interval_ms")]
     pub(super) poll_interval_ms: Option<String>,
+    #[serde(rename = "router__sync__request_timeout_ms")]
+    pub(super) request_timeout_ms: Option<String>,
     #[serde(rename = "router__http__browser_endpoint")]
     pub(super) browser_endpoint: Option<String>,
     #[serde(rename = "router__upstream__allow_cidrs")]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::clearml::{FakeClearml, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY};
 use crate::client::{client, empty};
 use crate::tempdir::TempDir;
 use crate::wait::eventually;
@@ -21,6 +22,7 @@ pub struct GatewayCommand {
     routes: Vec<(String, String)>,
     routes_toml: Option<String>,
     env: Vec<(String, String)>,
+    clearml: bool,
 }
 
 /// A gateway process for the binary at `binary` (pass `env!("CARGO_BIN_EXE_clearml-gateway")`).
@@ -30,6 +32,7 @@ pub fn gateway(binary: impl Into<PathBuf>) -> GatewayCommand {
         routes: Vec::new(),
         routes_toml: None,
         env: Vec::new(),
+        clearml: false,
     }
 }
 
@@ -38,6 +41,15 @@ impl GatewayCommand {
     pub fn route(mut self, id: &str, upstream: impl Into<String>) -> Self {
         self.routes.push((id.to_owned(), upstream.into()));
         self
+    }
+
+    /// ClearML mode against `server`, logging in with the gateway's keys; `ROUTER_URL` is
+    /// the gateway's own address and ClearML is polled every 200 ms, unless set with `env`.
+    pub fn clearml(mut self, server: &FakeClearml) -> Self {
+        self.clearml = true;
+        self.env("CLEARML_API_HOST", server.url())
+            .env("CLEARML_API_ACCESS_KEY", GATEWAY_ACCESS_KEY)
+            .env("CLEARML_API_SECRET_KEY", GATEWAY_SECRET_KEY)
     }
 
     /// Sets an environment variable of the process.
@@ -87,13 +99,20 @@ impl GatewayCommand {
     }
 
     fn spawn(&self, routes: &Path, addr: SocketAddr) -> (Child, Arc<Mutex<String>>) {
-        let mut child = Command::new(&self.binary)
-            .arg("--routes")
-            .arg(routes)
+        let mut command = Command::new(&self.binary);
+        command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("ROUTER__WEBSERVER__SERVER_HOST", addr.ip().to_string())
-            .env("ROUTER__WEBSERVER__SERVER_PORT", addr.port().to_string())
+            .env("ROUTER__WEBSERVER__SERVER_PORT", addr.port().to_string());
+        if self.clearml {
+            command
+                .env("ROUTER_URL", format!("http://{addr}"))
+                .env("ROUTER__SYNC__POLL_INTERVAL_MS", "200");
+        } else {
+            command.arg("--routes").arg(routes);
+        }
+        let mut child = command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -193,6 +212,24 @@ impl GatewayProcess {
         assert!(
             found,
             "no {needle:?} in the gateway's log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Waits until `/_gateway/ready` answers 200 (the first sync applied).
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let addr = self.addr;
+        let ready = eventually(timeout, || async move {
+            client(addr)
+                .get("/_gateway/ready")
+                .await
+                .status
+                .is_success()
+        })
+        .await;
+        assert!(
+            ready,
+            "the gateway did not become ready; its log:\n{}",
             self.logs()
         );
     }

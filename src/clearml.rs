@@ -1,0 +1,86 @@
+//! ClearML mode: the HTTP listener serves while the sync keeps its table in step with
+//! ClearML. The listener is up before the first login, so health checks pass and readiness
+//! says "starting" while ClearML is slow to answer.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gateway_clearml::{ClearmlClient, ClientSettings};
+use gateway_proxy::{Gateway, Readiness, RouteStore, Server};
+use gateway_sync::{Sync, SyncSettings};
+use tokio::net::TcpListener;
+
+use crate::config::{ClearmlConfig, Config};
+use crate::mode::report;
+use crate::signals;
+
+/// Serves the tasks' routes until SIGTERM/SIGINT; fails if ClearML refuses the gateway's keys.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let Some(clearml) = config.clearml.clone() else {
+        anyhow::bail!("ClearML mode needs CLEARML_API_HOST");
+    };
+    // reqwest uses rustls without a built-in provider; the gateway's is ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Arc::new(client(&clearml, &config)?);
+    let routes = Arc::new(RouteStore::default());
+    let readiness = Arc::new(Readiness::default());
+    let gateway = Gateway::builder(Arc::clone(&routes))
+        .settings(config.http.clone())
+        .readiness(Arc::clone(&readiness))
+        .build();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(address = %config.listen, clearml = %clearml.api_host, "listening; routes come from ClearML");
+
+    let mut sync = Sync::new(client, routes, readiness, sync_settings(&config, &clearml));
+    let mut syncing = tokio::spawn(async move {
+        sync.connect().await?;
+        sync.run().await;
+        Ok::<(), gateway_sync::SyncError>(())
+    });
+    let mut serving = tokio::spawn(async move {
+        Server::new(gateway)
+            .serve(listener, signals::shutdown())
+            .await
+    });
+    tokio::select! {
+        drained = &mut serving => {
+            syncing.abort();
+            report(drained.context("the HTTP server stopped unexpectedly")?);
+            Ok(())
+        }
+        synced = &mut syncing => {
+            serving.abort();
+            match synced {
+                Ok(Err(err)) => Err(err.into()),
+                Ok(Ok(())) => anyhow::bail!("the ClearML sync stopped unexpectedly"),
+                Err(err) => Err(anyhow::Error::new(err).context("the ClearML sync failed")),
+            }
+        }
+    }
+}
+
+fn client(clearml: &ClearmlConfig, config: &Config) -> anyhow::Result<ClearmlClient> {
+    let settings = ClientSettings {
+        api_host: clearml.api_host.clone(),
+        access_key: clearml.access_key.clone(),
+        secret_key: clearml.secret_key.expose().to_owned(),
+        request_timeout: config.clearml_timeout,
+    };
+    ClearmlClient::new(settings).context("cannot set up the ClearML client")
+}
+
+fn sync_settings(config: &Config, clearml: &ClearmlConfig) -> SyncSettings {
+    let router_url = config.router_url.clone().unwrap_or_default();
+    let mut settings = SyncSettings::new(
+        config.router_name.clone(),
+        router_url,
+        clearml.api_host.clone(),
+    );
+    settings.poll_interval = config.poll_interval;
+    settings.browser_endpoint = config.browser_endpoint;
+    settings.listen_queues = config.listen_queues.clone();
+    settings.policy = config.upstream_policy();
+    settings
+}
