@@ -82,5 +82,6 @@ fn sync_settings(config: &Config, clearml: &ClearmlConfig) -> SyncSettings {
     settings.browser_endpoint = config.browser_endpoint;
     settings.listen_queues = config.listen_queues.clone();
     settings.policy = config.upstream_policy();
+    settings.max_backoff = config.max_backoff;
     settings
 }

@@ -172,6 +172,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// `ROUTER__SYNC__REQUEST_TIMEOUT_MS`: longest wait for one ClearML call.
     pub clearml_timeout: Duration,
+    /// `ROUTER__SYNC__MAX_BACKOFF_MS`: longest pause between retries while ClearML fails.
+    pub max_backoff: Duration,
     /// `ROUTER__HTTP__BROWSER_ENDPOINT`.
     pub browser_endpoint: BrowserEndpoint,
     /// `ROUTER__UPSTREAM__ALLOW_CIDRS`; `None` for the default (all but link-local).
@@ -228,6 +230,8 @@ impl Config {
             poll_interval: Value::of("ROUTER__SYNC__POLL_INTERVAL_MS", &raw.poll_interval_ms)
                 .millis(2000, 100)?,
             clearml_timeout: Value::of("ROUTER__SYNC__REQUEST_TIMEOUT_MS", &raw.request_timeout_ms)
+                .millis(30_000, 100)?,
+            max_backoff: Value::of("ROUTER__SYNC__MAX_BACKOFF_MS", &raw.max_backoff_ms)
                 .millis(30_000, 100)?,
             browser_endpoint: browser_endpoint(&raw)?,
             allow_cidrs: allow_cidrs(&raw)?,

@@ -48,6 +48,8 @@ pub struct RawEnv {
     pub(super) poll_interval_ms: Option<String>,
     #[serde(rename = "router__sync__request_timeout_ms")]
     pub(super) request_timeout_ms: Option<String>,
+    #[serde(rename = "router__sync__max_backoff_ms")]
+    pub(super) max_backoff_ms: Option<String>,
     #[serde(rename = "router__http__browser_endpoint")]
     pub(super) browser_endpoint: Option<String>,
     #[serde(rename = "router__upstream__allow_cidrs")]

@@ -172,9 +172,21 @@ impl FakeClearml {
         self.calls("tasks.edit") + self.calls("tasks.edit_runtime")
     }
 
-    /// Forgets the call counts.
+    /// The bodies of the latest calls to `endpoint` that reached a handler, oldest first.
+    pub fn requests(&self, endpoint: &str) -> Vec<Value> {
+        self.state()
+            .requests
+            .iter()
+            .filter(|(e, _)| e == endpoint)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    /// Forgets the call counts and the recorded requests.
     pub fn reset_calls(&self) {
-        self.state().calls.clear();
+        let mut state = self.state();
+        state.calls.clear();
+        state.requests.clear();
     }
 }
 

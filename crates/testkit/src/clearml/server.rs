@@ -103,6 +103,12 @@ async fn answer(
             &api_version,
         ));
     }
+    if let Ok(body) = &data {
+        if state.requests.len() == 10_000 {
+            state.requests.pop_front();
+        }
+        state.requests.push_back((endpoint.clone(), body.clone()));
+    }
     let result = data.and_then(|data| {
         let caller = authenticate(&state, &endpoint, parts.headers.get("authorization"))?;
         handlers::handle(&mut state, &endpoint, &caller, &data)

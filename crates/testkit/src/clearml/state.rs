@@ -44,6 +44,8 @@ pub struct State {
     pub outage: Option<Fault>,
     pub delay: Duration,
     pub calls: HashMap<String, usize>,
+    /// The bodies of the latest calls, oldest first, as `(endpoint, body)`.
+    pub requests: VecDeque<(String, Value)>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -79,6 +81,7 @@ impl State {
             outage: None,
             delay: Duration::ZERO,
             calls: HashMap::new(),
+            requests: VecDeque::new(),
         };
         let gateway = state.add_user("clearml-gateway", COMPANY);
         state.credentials.insert(
