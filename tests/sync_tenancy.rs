@@ -99,6 +99,7 @@ async fn routes_keep_serving_through_an_outage_and_sync_resumes_by_itself() {
     let gw = gateway(BIN)
         .clearml(&server)
         .env("ROUTER__SYNC__MAX_BACKOFF_MS", "800")
+        .env("ROUTER__SYNC__REQUEST_TIMEOUT_MS", "300")
         .start()
         .await;
     gw.wait_ready(Duration::from_secs(10)).await;
@@ -122,6 +123,23 @@ async fn routes_keep_serving_through_an_outage_and_sync_resumes_by_itself() {
             "{fault:?}"
         );
     }
+    server.set_outage(None);
+    server.set_delay(Duration::from_millis(600));
+    let calls = server.calls("tasks.get_all");
+    let slow = eventually(Duration::from_secs(10), || async {
+        server.calls("tasks.get_all") >= calls + 3
+    })
+    .await;
+    assert!(
+        slow,
+        "a server slower than the request timeout counts as failing"
+    );
+    assert_eq!(
+        client(gw.addr()).get(&path).await.status,
+        StatusCode::OK,
+        "slow server"
+    );
+    server.set_delay(Duration::ZERO);
     let meanwhile = server.add_task(
         task()
             .in_progress()
