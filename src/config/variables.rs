@@ -123,6 +123,16 @@ pub const VARIABLES: &[Variable] = &[
         "how often ClearML is polled, in milliseconds",
     ),
     var(
+        "ROUTER__SYNC__REQUEST_TIMEOUT_MS",
+        "30000",
+        "longest wait for one ClearML API call, in milliseconds",
+    ),
+    var(
+        "ROUTER__SYNC__MAX_BACKOFF_MS",
+        "30000",
+        "longest pause between retries while ClearML fails, in milliseconds",
+    ),
+    var(
         "ROUTER__HTTP__BROWSER_ENDPOINT",
         "direct",
         "browser_endpoint form: direct or redirect",
