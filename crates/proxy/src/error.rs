@@ -21,6 +21,18 @@ pub enum ProxyError {
     /// The request target is malformed.
     #[error("bad request target: {0}")]
     BadTarget(#[from] TargetError),
+    /// The request carries no token the server accepts.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// The token is valid, but its user may not see the task.
+    #[error("the user may not see this task")]
+    Forbidden,
+    /// Authentication could not be decided: the server could not be asked.
+    #[error("authentication is unavailable: ClearML cannot be asked and no decision is cached")]
+    AuthUnavailable,
+    /// A `/_gateway/login` request without a usable `token` or `next`.
+    #[error("invalid login hand-off: {0}")]
+    BadLogin(&'static str),
     /// The method cannot be forwarded (`CONNECT`, `TRACE`).
     #[error("method {0} is not forwarded")]
     MethodNotAllowed(http::Method),
@@ -105,7 +117,12 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::BadTarget(TargetError::NotARouteKey) => {
                 StatusCode::NOT_FOUND
             }
-            ProxyError::BadTarget(_) | ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::BadTarget(_) | ProxyError::ClientBody { .. } | ProxyError::BadLogin(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UnsupportedTransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -127,6 +144,10 @@ impl ProxyError {
             ProxyError::BadTarget(TargetError::EncodedSlash) => "encoded_slash_in_route",
             ProxyError::BadTarget(TargetError::DotSegment) => "dot_segment_in_path",
             ProxyError::BadTarget(TargetError::Unforwardable) => "invalid_target",
+            ProxyError::Unauthenticated(_) => "unauthenticated",
+            ProxyError::Forbidden => "forbidden",
+            ProxyError::AuthUnavailable => "auth_unavailable",
+            ProxyError::BadLogin(_) => "invalid_login",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::UnsupportedTransferEncoding(_) => "unsupported_transfer_encoding",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
@@ -156,6 +177,12 @@ impl ProxyError {
             ProxyError::BadTarget(TargetError::Unforwardable) => {
                 "the request target cannot be forwarded"
             }
+            ProxyError::Unauthenticated(_) => "log in to ClearML to reach this service",
+            ProxyError::Forbidden => "your ClearML user may not see this task",
+            ProxyError::AuthUnavailable => {
+                "ClearML cannot be reached to check your login; try again shortly"
+            }
+            ProxyError::BadLogin(reason) => reason,
             ProxyError::MethodNotAllowed(_) => "this method is not forwarded",
             ProxyError::UnsupportedTransferEncoding(_) => {
                 "only the chunked transfer coding is supported"
@@ -210,6 +237,16 @@ impl ProxyError {
         ProxyError::UpstreamFailed {
             upstream,
             source: err,
+        }
+    }
+}
+
+impl From<crate::auth::Denial> for ProxyError {
+    fn from(denial: crate::auth::Denial) -> Self {
+        match denial {
+            crate::auth::Denial::Unauthenticated(why) => ProxyError::Unauthenticated(why),
+            crate::auth::Denial::Forbidden => ProxyError::Forbidden,
+            crate::auth::Denial::Unavailable => ProxyError::AuthUnavailable,
         }
     }
 }

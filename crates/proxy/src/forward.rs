@@ -18,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::access_log::AccessLog;
+use crate::auth::{self, Admission};
 use crate::body::{RequestBody, UploadClock};
 use crate::error::ProxyError;
 use crate::gateway::Gateway;
@@ -54,18 +55,29 @@ struct Outgoing {
     upload: Option<Arc<UploadClock>>,
 }
 
-/// Forwards `req` to `route`'s upstream as `forwarded_path` and returns its response head
-/// with the body still streaming.
+/// A client's request that was admitted to a route.
+pub(crate) struct Inbound<'a> {
+    /// The request as the client sent it.
+    pub(crate) req: Request<Incoming>,
+    /// The path the upstream is to see.
+    pub(crate) forwarded_path: &'a str,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// Who the client is and where its token was, when authentication is on.
+    pub(crate) admission: Option<&'a Admission>,
+}
+
+/// Forwards the request to `route`'s upstream and returns its response head with the body
+/// still streaming.
 pub(crate) async fn forward(
     gateway: &Gateway,
     route: &Arc<Route>,
-    req: Request<Incoming>,
-    forwarded_path: &str,
-    peer: SocketAddr,
+    inbound: Inbound<'_>,
     log: &mut AccessLog,
 ) -> Result<Response<Incoming>, ProxyError> {
     let settings = gateway.settings();
-    let outgoing = prepare(settings, route, req, forwarded_path, peer, log.started_at())?;
+    let peer = inbound.peer;
+    let outgoing = prepare(gateway, route, inbound, log.started_at())?;
     let upstream_name = || route.upstream().authority().to_string();
     let sent = Instant::now();
     let exchange = gateway.client().request(outgoing.request);
@@ -108,13 +120,18 @@ pub(crate) async fn forward(
 
 /// Rewrites the client's request into the upstream's: target, version, headers, body.
 fn prepare(
-    settings: &HttpSettings,
+    gateway: &Gateway,
     route: &Route,
-    mut req: Request<Incoming>,
-    forwarded_path: &str,
-    peer: SocketAddr,
+    inbound: Inbound<'_>,
     started: Instant,
 ) -> Result<Outgoing, ProxyError> {
+    let settings = gateway.settings();
+    let Inbound {
+        mut req,
+        forwarded_path,
+        peer,
+        admission,
+    } = inbound;
     let upstream_uri = upstream_uri(route, forwarded_path, req.uri().query())?;
     let upgrade = match req.version() {
         Version::HTTP_11 => headers::requested_upgrade(req.headers()),
@@ -134,6 +151,10 @@ fn prepare(
         merge_cookies: parts.version == Version::HTTP_2,
     };
     headers::prepare_request(&mut parts.headers, &forwarded, upgrade);
+    if let (Some(admission), Some(cookie_name)) = (admission, gateway.auth_cookie()) {
+        auth::strip_token(&mut parts.headers, cookie_name, admission.source);
+    }
+    headers::set_user(&mut parts.headers, admission.map(|a| &a.identity));
     parts.uri = upstream_uri;
     parts.version = Version::HTTP_11;
 

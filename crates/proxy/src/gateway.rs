@@ -9,17 +9,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::header::TRANSFER_ENCODING;
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
+use crate::answers::{Audience, add_trailing_slash, error_response, json_response};
+use crate::auth::{Admission, AuthSettings, find_token};
 use crate::body::ResponseBody;
 use crate::conn::ActiveRequest;
 use crate::error::ProxyError;
 use crate::forward::{self, UpstreamClient};
-use crate::routes::RouteStore;
+use crate::login;
+use crate::routes::{Route, RouteStore};
 use crate::settings::HttpSettings;
 use crate::target::Target;
 
@@ -46,6 +49,8 @@ pub struct Gateway {
     readiness: Arc<Readiness>,
     settings: HttpSettings,
     client: UpstreamClient,
+    /// `None` serves everyone (standalone mode).
+    auth: Option<AuthSettings>,
     /// Connections and tunnels, so that shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -56,6 +61,7 @@ pub struct GatewayBuilder {
     routes: Arc<RouteStore>,
     readiness: Arc<Readiness>,
     settings: HttpSettings,
+    auth: Option<AuthSettings>,
 }
 
 impl GatewayBuilder {
@@ -71,6 +77,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Lets only requests that `auth` admits reach a route, and serves `/_gateway/login`.
+    pub fn auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
     /// Builds the gateway; it must be created inside a tokio runtime.
     pub fn build(self) -> Arc<Gateway> {
         Arc::new(Gateway {
@@ -78,6 +90,7 @@ impl GatewayBuilder {
             routes: self.routes,
             readiness: self.readiness,
             settings: self.settings,
+            auth: self.auth,
             tasks: TaskTracker::new(),
         })
     }
@@ -90,6 +103,7 @@ impl Gateway {
             routes,
             readiness: Arc::default(),
             settings: HttpSettings::default(),
+            auth: None,
         }
     }
 
@@ -124,6 +138,7 @@ impl Gateway {
         active: ActiveRequest,
     ) -> Response<ResponseBody> {
         let mut log = AccessLog::start(req.method(), req.uri(), peer.ip(), active);
+        let audience = Audience::of(req.headers());
         match self.dispatch(req, peer, &mut log).await {
             Ok(Answer::Upstream(response)) => {
                 log.set_status(response.status());
@@ -136,7 +151,7 @@ impl Gateway {
             Err(err) => {
                 log.set_status(err.status());
                 log.set_error(err.code(), &err);
-                error_response(&err).map(|body| ResponseBody::local(body, log))
+                error_response(&err, audience).map(|body| ResponseBody::local(body, log))
             }
         }
     }
@@ -150,41 +165,86 @@ impl Gateway {
         check_head_size(&req, self.settings.max_header_bytes)?;
         check_framing(&req)?;
         match Target::parse(req.uri().path())? {
-            Target::Gateway(name) => Ok(Answer::Local(self.own_path(name))),
+            Target::Gateway(name) => self
+                .own_path(name, req.uri().query())
+                .await
+                .map(Answer::Local),
             Target::Unrouted => Err(ProxyError::NoRoute),
             Target::ServiceRoot { key } => {
-                self.routes.lookup(key).ok_or(ProxyError::NoRoute)?;
+                self.admit(&req, key).await?;
                 Ok(Answer::Local(add_trailing_slash(key, req.uri().query())))
             }
             Target::Service {
                 key,
                 forwarded_path,
             } => {
-                let route = self.routes.lookup(key).ok_or(ProxyError::NoRoute)?;
+                let (route, admission) = self.admit(&req, key).await?;
                 log.set_route(Arc::clone(&route));
                 // The target borrows from the request, which `forward` takes whole.
                 let forwarded_path = forwarded_path.to_owned();
-                forward::forward(self, &route, req, &forwarded_path, peer, log)
+                let request = forward::Inbound {
+                    req,
+                    forwarded_path: &forwarded_path,
+                    peer,
+                    admission: admission.as_ref(),
+                };
+                forward::forward(self, &route, request, log)
                     .await
                     .map(Answer::Upstream)
             }
         }
     }
 
-    fn own_path(&self, name: &str) -> Response<Bytes> {
+    /// The route at `key`, if the request may reach it. With authentication on: no token
+    /// or a refused one is a 401 whether or not the route exists; then the route is looked
+    /// up (404), then whether its task is visible to the user (403).
+    async fn admit<B>(
+        &self,
+        req: &Request<B>,
+        key: &str,
+    ) -> Result<(Arc<Route>, Option<Admission>), ProxyError> {
+        let Some(auth) = &self.auth else {
+            let route = self.routes.lookup(key).ok_or(ProxyError::NoRoute)?;
+            return Ok((route, None));
+        };
+        let (token, source) = find_token(req.headers(), &auth.cookie_name)
+            .ok_or(ProxyError::Unauthenticated("no ClearML token"))?;
+        let identity = auth.authorizer.identify(&token).resolve().await?;
+        let route = self.routes.lookup(key).ok_or(ProxyError::NoRoute)?;
+        auth.authorizer
+            .may_see(&token, &identity, route.task_id(), route.owner())
+            .resolve()
+            .await?;
+        Ok((route, Some(Admission { identity, source })))
+    }
+
+    async fn own_path(
+        &self,
+        name: &str,
+        query: Option<&str>,
+    ) -> Result<Response<Bytes>, ProxyError> {
         match name {
-            "health" => json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()),
+            "health" => Ok(json_response(StatusCode::OK, r#"{"status":"ok"}"#.into())),
             "ready" if self.readiness.is_ready() => {
-                let body =
-                    serde_json::json!({"status": "ready", "routes": self.routes.snapshot().len()});
-                json_response(StatusCode::OK, body.to_string().into())
+                let routes = self.routes.snapshot().len();
+                let body = serde_json::json!({"status": "ready", "routes": routes});
+                Ok(json_response(StatusCode::OK, body.to_string().into()))
             }
-            "ready" => json_response(
+            "ready" => Ok(json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"status":"starting"}"#.into(),
-            ),
-            _ => error_response(&ProxyError::NoRoute),
+            )),
+            "login" => match &self.auth {
+                Some(auth) => login::hand_off(auth, query).await,
+                None => Err(ProxyError::NoRoute),
+            },
+            _ => Err(ProxyError::NoRoute),
         }
+    }
+
+    /// The cookie the auth token travels in, when authentication is on.
+    pub(crate) fn auth_cookie(&self) -> Option<&str> {
+        self.auth.as_ref().map(|a| a.cookie_name.as_str())
     }
 }
 
@@ -228,39 +288,4 @@ fn check_framing<B>(req: &Request<B>) -> Result<(), ProxyError> {
         }
     }
     Ok(())
-}
-
-/// `/service/{key}` → `308 /service/{key}/`: apps resolve relative links against their root.
-fn add_trailing_slash(key: &str, query: Option<&str>) -> Response<Bytes> {
-    let location = match query {
-        Some(query) => format!("/service/{key}/?{query}"),
-        None => format!("/service/{key}/"),
-    };
-    let mut response = json_response(
-        StatusCode::PERMANENT_REDIRECT,
-        Bytes::from(serde_json::json!({ "location": location }).to_string()),
-    );
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(LOCATION, value);
-    }
-    response
-}
-
-/// The short JSON body of an answer the gateway gives itself.
-pub(crate) fn error_response(err: &ProxyError) -> Response<Bytes> {
-    let body = serde_json::json!({
-        "error": err.code(),
-        "message": err.public_message(),
-        "status": err.status().as_u16(),
-    });
-    json_response(err.status(), Bytes::from(body.to_string()))
-}
-
-fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

@@ -19,6 +19,9 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// `X-Forwarded-Prefix`: the path prefix the gateway stripped.
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
+/// `X-ClearML-User`: the ClearML user id of an authenticated request.
+pub static X_CLEARML_USER: HeaderName = HeaderName::from_static("x-clearml-user");
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -79,6 +82,14 @@ pub(crate) fn prepare_request(
         HeaderValue::from_static(forwarded.proto),
     );
     headers.insert(X_FORWARDED_PREFIX.clone(), forwarded.prefix.clone());
+}
+
+/// Tells the upstream who the user is; a value the client sent itself never passes.
+pub(crate) fn set_user(headers: &mut HeaderMap, identity: Option<&crate::auth::Identity>) {
+    headers.remove(&X_CLEARML_USER);
+    if let Some(value) = identity.and_then(|i| HeaderValue::from_str(&i.user).ok()) {
+        headers.insert(X_CLEARML_USER.clone(), value);
+    }
 }
 
 /// Readies upstream response headers for the client. A `101` keeps `Connection: upgrade`

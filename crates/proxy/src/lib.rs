@@ -5,12 +5,13 @@
 //! - [`server`] accepts a connection and serves HTTP/1.1 and cleartext HTTP/2 on it;
 //!   `conn` closes it when idle or at shutdown.
 //! - [`gateway`] is the request path: [`target`] reads the path, the gateway answers its
-//!   own `/_gateway/` paths, and [`routes`] finds the route in the current table (one
-//!   lock-free load of an immutable snapshot).
+//!   own `/_gateway/` paths (`login`: the log-in hand-off), [`auth`] finds the request's
+//!   token and asks the [`Authorizer`] about it, and [`routes`] finds the route in the
+//!   current table (one lock-free load of an immutable snapshot).
 //! - `forward` rewrites the head (`headers`: hop-by-hop out, `X-Forwarded-*` in), sends it
 //!   through the pooled upstream client with the body streaming behind it (`body`);
 //!   `tunnel` joins the two connections after a `101`.
-//! - Every answer, forwarded or the gateway's own ([`error`]), leaves through
+//! - Every answer, forwarded or the gateway's own ([`error`], `answers`), leaves through
 //!   [`ResponseBody`], which counts bytes and writes the access line (`access_log`).
 //!
 //! Whoever owns the routes (the standalone routes file, the ClearML sync) builds a
@@ -18,12 +19,15 @@
 //! where routes come from.
 
 mod access_log;
+mod answers;
+pub mod auth;
 pub mod body;
 mod conn;
 pub mod error;
 mod forward;
 pub mod gateway;
 mod headers;
+mod login;
 pub mod policy;
 pub mod routes;
 pub mod server;
@@ -31,6 +35,7 @@ pub mod settings;
 pub mod target;
 mod tunnel;
 
+pub use auth::{Admission, AuthSettings, Authorizer, Denial, Identity, Verdict};
 pub use body::{RequestBody, ResponseBody};
 pub use error::ProxyError;
 pub use gateway::{Gateway, GatewayBuilder, Readiness};
