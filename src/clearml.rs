@@ -1,12 +1,13 @@
 //! ClearML mode: the HTTP listener serves while the sync keeps its table in step with
-//! ClearML. The listener is up before the first login, so health checks pass and readiness
+//! ClearML, and every routed request is checked with ClearML's authorizer. The listener is up before the first login, so health checks pass and readiness
 //! says "starting" while ClearML is slow to answer.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use gateway_auth::ClearmlAuthorizer;
 use gateway_clearml::{ClearmlClient, ClientSettings};
-use gateway_proxy::{Gateway, Readiness, RouteStore, Server};
+use gateway_proxy::{AuthSettings, Gateway, Readiness, RouteStore, Server};
 use gateway_sync::{Sync, SyncSettings};
 use tokio::net::TcpListener;
 
@@ -27,15 +28,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gateway = Gateway::builder(Arc::clone(&routes))
         .settings(config.http.clone())
         .readiness(Arc::clone(&readiness))
+        .auth(auth(Arc::clone(&client), &config))
         .build();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %config.listen, clearml = %clearml.api_host, "listening; routes come from ClearML");
-    tracing::warn!(
-        "requests are not authenticated by this version: anyone who can reach {} reaches every routed task",
-        config.listen
-    );
 
     let mut sync = Sync::new(client, routes, readiness, sync_settings(&config, &clearml));
     let mut syncing = tokio::spawn(async move {
@@ -73,6 +71,22 @@ fn client(clearml: &ClearmlConfig, config: &Config) -> anyhow::Result<ClearmlCli
         request_timeout: config.clearml_timeout,
     };
     ClearmlClient::new(settings).context("cannot set up the ClearML client")
+}
+
+/// Every routed request needs a ClearML token of a user who may see the task.
+fn auth(client: Arc<ClearmlClient>, config: &Config) -> AuthSettings {
+    let auth = &config.auth;
+    let settings = gateway_auth::AuthSettings {
+        ttl: auth.cache_ttl,
+        denial_ttl: auth.denial_ttl,
+        capacity: auth.cache_entries,
+        local_secret: auth.jwks_key.as_ref().map(|key| key.expose().clone()),
+    };
+    AuthSettings {
+        authorizer: Arc::new(ClearmlAuthorizer::new(client, settings)),
+        cookie_name: auth.cookie_name.clone(),
+        cookie_secure: auth.cookie_secure,
+    }
 }
 
 fn sync_settings(config: &Config, clearml: &ClearmlConfig) -> SyncSettings {

@@ -102,7 +102,7 @@ async fn a_second_signal_exits_at_once() {
         .await;
     gw.signal("INT");
     let status = gw.wait_exit(Duration::from_secs(5)).await;
-    assert_eq!(status.code(), Some(1), "{}", gw.logs());
+    assert_eq!(status.code(), Some(1), "{status:?}\n{}", gw.logs());
     assert!(gw.logs().contains("second signal"), "{}", gw.logs());
 }
 

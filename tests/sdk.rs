@@ -94,6 +94,7 @@ async fn request_endpoint(
 async fn the_sdk_gets_an_endpoint_that_reaches_the_app() {
     let app = backend::echo().await;
     let server = FakeClearml::start().await;
+    let token = server.token_for(&server.add_user("alice"));
     let id = server.add_task(task().in_progress().name("vllm"));
     let gw = gateway(BIN).clearml(&server).start().await;
 
@@ -105,7 +106,10 @@ async fn the_sdk_gets_an_endpoint_that_reaches_the_app() {
     assert_eq!(answer["port"], app.addr().port());
 
     let path = endpoint.trim_start_matches(&format!("http://{}", gw.addr()));
-    let reply = client(gw.addr()).get(&format!("{path}v1/models")).await;
+    let reply = client(gw.addr())
+        .bearer(&token)
+        .get(&format!("{path}v1/models"))
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["uri"], "/v1/models");
 
@@ -116,7 +120,10 @@ async fn the_sdk_gets_an_endpoint_that_reaches_the_app() {
         format!("http://{}/service/{id}__lab/", gw.addr()).as_str()
     );
     assert_eq!(named["name"], "lab");
-    let reply = client(gw.addr()).get(&format!("/service/{id}__lab/")).await;
+    let reply = client(gw.addr())
+        .bearer(&token)
+        .get(&format!("/service/{id}__lab/"))
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(lab.seen().len(), 1);
 }

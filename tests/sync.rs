@@ -32,6 +32,7 @@ async fn an_sdk_shaped_task_is_routed_and_gets_its_endpoints_written() {
     let app = backend::echo().await;
     let lab = backend::echo().await;
     let server = FakeClearml::start().await;
+    let token = server.token_for(&server.add_user("alice"));
     let id = server.add_task(
         task()
             .in_progress()
@@ -55,11 +56,13 @@ async fn an_sdk_shaped_task_is_routed_and_gets_its_endpoints_written() {
     );
 
     let reply = client(gw.addr())
+        .bearer(&token)
         .get(&format!("/service/{id}/v1/models"))
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["uri"], "/v1/models");
     let reply = client(gw.addr())
+        .bearer(&token)
         .get(&format!("/service/{id}__lab/tree"))
         .await;
     assert_eq!(reply.json()["uri"], "/tree");
@@ -75,6 +78,7 @@ async fn an_sdk_shaped_task_is_routed_and_gets_its_endpoints_written() {
 async fn the_redirect_form_of_browser_endpoint_points_at_the_clearml_server() {
     let app = backend::echo().await;
     let server = FakeClearml::start().await;
+    let token = server.token_for(&server.add_user("alice"));
     let id = server.add_task(
         task()
             .in_progress()
@@ -100,6 +104,7 @@ async fn the_redirect_form_of_browser_endpoint_points_at_the_clearml_server() {
 async fn a_task_that_stops_loses_its_route_within_a_poll() {
     let app = backend::echo().await;
     let server = FakeClearml::start().await;
+    let token = server.token_for(&server.add_user("alice"));
     let stopping = server.add_task(
         task()
             .in_progress()
@@ -114,7 +119,10 @@ async fn a_task_that_stops_loses_its_route_within_a_poll() {
     gw.wait_ready(Duration::from_secs(10)).await;
     for id in [&stopping, &deleted] {
         let path = format!("/service/{id}/");
-        assert_eq!(client(gw.addr()).get(&path).await.status, StatusCode::OK);
+        assert_eq!(
+            client(gw.addr()).bearer(&token).get(&path).await.status,
+            StatusCode::OK
+        );
     }
 
     server.set_status(&stopping, "stopped");
@@ -123,11 +131,14 @@ async fn a_task_that_stops_loses_its_route_within_a_poll() {
     for id in [&stopping, &deleted] {
         let addr = gw.addr();
         let path = format!("/service/{id}/");
-        let gone = eventually(Duration::from_secs(5), || {
-            let path = path.clone();
-            async move { client(addr).get(&path).await.status == StatusCode::NOT_FOUND }
-        })
-        .await;
+        let gone =
+            eventually(Duration::from_secs(5), || {
+                let (path, token) = (path.clone(), token.clone());
+                async move {
+                    client(addr).bearer(&token).get(&path).await.status == StatusCode::NOT_FOUND
+                }
+            })
+            .await;
         assert!(gone, "{id} still routed");
     }
     let took = changed.elapsed();
@@ -139,6 +150,7 @@ async fn a_task_that_stops_loses_its_route_within_a_poll() {
 async fn unusable_entries_are_skipped_with_one_log_line_each() {
     let app = backend::echo().await;
     let server = FakeClearml::start().await;
+    let token = server.token_for(&server.add_user("alice"));
     let good = server.add_task(
         task()
             .in_progress()
@@ -153,7 +165,10 @@ async fn unusable_entries_are_skipped_with_one_log_line_each() {
     let gw = gateway(BIN).clearml(&server).start().await;
     gw.wait_ready(Duration::from_secs(10)).await;
     let path = format!("/service/{good}/");
-    assert_eq!(client(gw.addr()).get(&path).await.status, StatusCode::OK);
+    assert_eq!(
+        client(gw.addr()).bearer(&token).get(&path).await.status,
+        StatusCode::OK
+    );
     // Several polls later, each broken entry has still been reported once.
     let polls = server.calls("tasks.get_all");
     let more = eventually(Duration::from_secs(5), || async {
@@ -185,9 +200,13 @@ async fn unusable_entries_are_skipped_with_one_log_line_each() {
 #[tokio::test]
 async fn readiness_waits_for_the_first_sync_and_credentials_refused_stop_the_gateway() {
     let server = FakeClearml::start().await;
+    let token = server.token_for(&server.add_user("alice"));
     server.set_outage(Some(Fault::Status(503)));
     let gw = gateway(BIN).clearml(&server).start().await;
-    let ready = client(gw.addr()).get("/_gateway/ready").await;
+    let ready = client(gw.addr())
+        .bearer(&token)
+        .get("/_gateway/ready")
+        .await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     server.recover();
     gw.wait_ready(Duration::from_secs(10)).await;

@@ -13,6 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_clearml-gateway");
 async fn two_gateways_route_and_write_only_their_own_queues_tasks() {
     let app = backend::echo().await;
     let server = FakeClearml::start().await;
+    let token = server.token_for(&server.add_user("alice"));
     let queues: Vec<String> = ["queue1", "queue2", "queue3", "queue4", "queue5"]
         .iter()
         .map(|name| server.add_queue(name))
@@ -63,10 +64,12 @@ async fn two_gateways_route_and_write_only_their_own_queues_tasks() {
         }
         let (on_a, on_b) = (
             client(a.addr())
+                .bearer(&token)
                 .get(&format!("/service/{task}/"))
                 .await
                 .status,
             client(b.addr())
+                .bearer(&token)
                 .get(&format!("/service/{task}/"))
                 .await
                 .status,
@@ -91,6 +94,7 @@ async fn two_gateways_route_and_write_only_their_own_queues_tasks() {
 async fn routes_keep_serving_through_an_outage_and_sync_resumes_by_itself() {
     let app = backend::echo().await;
     let server = FakeClearml::start().await;
+    let token = server.token_for(&server.add_user("alice"));
     let before = server.add_task(
         task()
             .in_progress()
@@ -104,7 +108,10 @@ async fn routes_keep_serving_through_an_outage_and_sync_resumes_by_itself() {
         .await;
     gw.wait_ready(Duration::from_secs(10)).await;
     let path = format!("/service/{before}/");
-    assert_eq!(client(gw.addr()).get(&path).await.status, StatusCode::OK);
+    assert_eq!(
+        client(gw.addr()).bearer(&token).get(&path).await.status,
+        StatusCode::OK
+    );
 
     for fault in [Fault::Status(503), Fault::Garbage, Fault::Drop] {
         server.set_outage(Some(fault));
@@ -118,7 +125,7 @@ async fn routes_keep_serving_through_an_outage_and_sync_resumes_by_itself() {
             "the gateway keeps trying during the outage ({fault:?})"
         );
         assert_eq!(
-            client(gw.addr()).get(&path).await.status,
+            client(gw.addr()).bearer(&token).get(&path).await.status,
             StatusCode::OK,
             "{fault:?}"
         );
@@ -135,7 +142,7 @@ async fn routes_keep_serving_through_an_outage_and_sync_resumes_by_itself() {
         "a server slower than the request timeout counts as failing"
     );
     assert_eq!(
-        client(gw.addr()).get(&path).await.status,
+        client(gw.addr()).bearer(&token).get(&path).await.status,
         StatusCode::OK,
         "slow server"
     );
@@ -150,7 +157,8 @@ async fn routes_keep_serving_through_an_outage_and_sync_resumes_by_itself() {
     let new_path = format!("/service/{meanwhile}/");
     let reachable = eventually(Duration::from_secs(10), || {
         let new_path = new_path.clone();
-        async move { client(addr).get(&new_path).await.status == StatusCode::OK }
+        let token = token.clone();
+        async move { client(addr).bearer(&token).get(&new_path).await.status == StatusCode::OK }
     })
     .await;
     assert!(reachable, "{}", gw.logs());

@@ -19,6 +19,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine as _;
 use gateway_proxy::{AddressPolicy, Cidr, ClientScheme, HttpSettings};
 pub use gateway_sync::BrowserEndpoint;
 
@@ -87,16 +88,16 @@ pub struct ClearmlConfig {
 
 /// A value never printed or logged.
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret<T = String>(T);
 
-impl Secret {
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
+impl<T> Secret<T> {
+    /// The secret itself, for the one place that must use it.
+    pub fn expose(&self) -> &T {
         &self.0
     }
 }
 
-impl std::fmt::Debug for Secret {
+impl<T> std::fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(****)")
     }
@@ -109,8 +110,14 @@ pub struct AuthConfig {
     pub cookie_name: String,
     /// `AUTH_SECURE_ENABLED`: the `Secure` flag on cookies the gateway sets.
     pub cookie_secure: bool,
-    /// `AUTH_BASE64_JWKS_KEY`: check token signatures locally with this key.
-    pub jwks_key: Option<Secret>,
+    /// `AUTH_BASE64_JWKS_KEY`, decoded: check token signatures locally with this key.
+    pub jwks_key: Option<Secret<Vec<u8>>>,
+    /// `ROUTER__AUTH__CACHE_TTL_MS`.
+    pub cache_ttl: Duration,
+    /// `ROUTER__AUTH__DENIAL_TTL_MS`.
+    pub denial_ttl: Duration,
+    /// `ROUTER__AUTH__CACHE_ENTRIES`.
+    pub cache_entries: usize,
 }
 
 /// The TCP session port range and the address clients are given for it.
@@ -308,10 +315,30 @@ fn auth(raw: &RawEnv, secure_by_default: bool) -> Result<AuthConfig, ConfigError
     if !cookie_name.chars().all(token_char) {
         return Err(cookie.reject("a cookie name (letters, digits and !#$%&'*+-.^_`|~)"));
     }
+    let jwks = Value::of("AUTH_BASE64_JWKS_KEY", &raw.jwks_key);
+    let jwks_key = match jwks.text {
+        None => None,
+        Some(text) => Some(Secret(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| ConfigError::Invalid {
+                    var: "AUTH_BASE64_JWKS_KEY",
+                    value: "(not shown)".to_owned(),
+                    expected: "the base64 of the ClearML server's token secret".to_owned(),
+                })?,
+        )),
+    };
+    let entries = Value::of("ROUTER__AUTH__CACHE_ENTRIES", &raw.auth_cache_entries)
+        .number(100_000, 1, "entries")?;
     Ok(AuthConfig {
         cookie_name,
         cookie_secure: secure.boolean()?.unwrap_or(secure_by_default),
-        jwks_key: raw.jwks_key.clone().map(Secret),
+        jwks_key,
+        cache_ttl: Value::of("ROUTER__AUTH__CACHE_TTL_MS", &raw.auth_cache_ttl_ms)
+            .millis(60_000, 0)?,
+        denial_ttl: Value::of("ROUTER__AUTH__DENIAL_TTL_MS", &raw.auth_denial_ttl_ms)
+            .millis(5_000, 0)?,
+        cache_entries: usize::try_from(entries).unwrap_or(usize::MAX),
     })
 }
 

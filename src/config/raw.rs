@@ -28,6 +28,12 @@ pub struct RawEnv {
     pub(super) cookie_secure: Option<String>,
     #[serde(rename = "router__http__authorization__cookie__secure")]
     pub(super) cookie_secure_alias: Option<String>,
+    #[serde(rename = "router__auth__cache_ttl_ms")]
+    pub(super) auth_cache_ttl_ms: Option<String>,
+    #[serde(rename = "router__auth__denial_ttl_ms")]
+    pub(super) auth_denial_ttl_ms: Option<String>,
+    #[serde(rename = "router__auth__cache_entries")]
+    pub(super) auth_cache_entries: Option<String>,
     #[serde(rename = "auth_base64_jwks_key")]
     pub(super) jwks_key: Option<String>,
     #[serde(rename = "tcp_router_address")]

@@ -94,6 +94,21 @@ pub const VARIABLES: &[Variable] = &[
         "ROUTER__HTTP__AUTHORIZATION__COOKIE__SECURE",
         "AUTH_SECURE_ENABLED",
     ),
+    var(
+        "ROUTER__AUTH__CACHE_TTL_MS",
+        "60000",
+        "how long a yes from ClearML is trusted (never past the token's expiry)",
+    ),
+    var(
+        "ROUTER__AUTH__DENIAL_TTL_MS",
+        "5000",
+        "how long a no from ClearML (refused token, task not visible) is kept",
+    ),
+    var(
+        "ROUTER__AUTH__CACHE_ENTRIES",
+        "100000",
+        "most authentication decisions kept, per kind",
+    ),
     secret(
         "AUTH_BASE64_JWKS_KEY",
         "base64 of the ClearML server's token secret: check token signatures locally",

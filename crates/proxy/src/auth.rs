@@ -19,6 +19,9 @@ pub struct Identity {
     pub user: Arc<str>,
     /// When the token expires (seconds since the epoch), where it says.
     pub expires_at: Option<u64>,
+    /// The authorizer's own key for the token (a keyed hash), so that it need not hash the
+    /// token again for the next question; opaque to the proxy.
+    pub token_key: u64,
 }
 
 /// A request that passed: who made it, and where its token was (to be stripped).

@@ -73,10 +73,11 @@ enum Protocol {
 }
 
 /// Sends requests to one address, each on a connection of its own.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Client {
     addr: SocketAddr,
     protocol: Protocol,
+    bearer: Option<String>,
 }
 
 /// An HTTP/1.1 client for `addr`.
@@ -84,10 +85,19 @@ pub fn client(addr: SocketAddr) -> Client {
     Client {
         addr,
         protocol: Protocol::Http1,
+        bearer: None,
     }
 }
 
 impl Client {
+    /// The same client sending `Authorization: Bearer {token}` with every request.
+    pub fn bearer(self, token: &str) -> Self {
+        Self {
+            bearer: Some(token.to_owned()),
+            ..self
+        }
+    }
+
     /// The same client speaking cleartext HTTP/2 with prior knowledge.
     pub fn h2c(self) -> Self {
         Self {
@@ -113,9 +123,12 @@ impl Client {
             .await
     }
 
-    /// A request builder with the target and `Host` filled in.
+    /// A request builder with the target, `Host` and any bearer token filled in.
     pub fn request(&self, method: Method, path: &str) -> http::request::Builder {
-        let builder = Request::builder().method(method);
+        let mut builder = Request::builder().method(method);
+        if let Some(token) = &self.bearer {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
         match self.protocol {
             Protocol::Http1 => builder.uri(path).header("host", self.addr.to_string()),
             Protocol::H2c => builder
