@@ -78,7 +78,6 @@ async fn an_sdk_shaped_task_is_routed_and_gets_its_endpoints_written() {
 async fn the_redirect_form_of_browser_endpoint_points_at_the_clearml_server() {
     let app = backend::echo().await;
     let server = FakeClearml::start().await;
-    let token = server.token_for(&server.add_user("alice"));
     let id = server.add_task(
         task()
             .in_progress()
