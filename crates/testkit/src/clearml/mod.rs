@@ -86,6 +86,16 @@ impl FakeClearml {
         self.state().issue_token(user)
     }
 
+    /// A token for `user` that expired a minute ago (signed, so only its `exp` is wrong).
+    pub fn expired_token_for(&self, user: &str) -> String {
+        self.state().issue_token_for(user, -60)
+    }
+
+    /// The secret the server signs tokens with (what `AUTH_BASE64_JWKS_KEY` holds, in base64).
+    pub fn token_secret(&self) -> Vec<u8> {
+        self.state().secret.clone()
+    }
+
     /// Makes the server refuse `token` from now on (401/31, blocked token).
     pub fn revoke(&self, token: &str) {
         self.state().revoked.insert(token.to_owned());

@@ -113,6 +113,11 @@ impl State {
     /// A token as `auth.login` issues it: identity, `iat`, `exp`, and the server's API
     /// version, server version and feature set, which the SDK reads.
     pub fn issue_token(&self, user: &str) -> String {
+        self.issue_token_for(user, self.token_lifetime.as_secs() as i64)
+    }
+
+    /// A token for `user` that expires `lifetime` seconds from now (in the past if negative).
+    pub fn issue_token_for(&self, user: &str, lifetime: i64) -> String {
         let record = self.users.get(user).cloned().unwrap_or(UserRecord {
             id: user.to_owned(),
             name: user.to_owned(),
@@ -128,7 +133,7 @@ impl State {
                 "company_name": "Test Company",
             },
             "iat": iat,
-            "exp": iat + self.token_lifetime.as_secs(),
+            "exp": iat.saturating_add_signed(lifetime),
             "env": "test",
             "api_version": self.api_version,
             "server_version": "1.16.0",
