@@ -9,42 +9,6 @@ use crate::error::ClearmlError;
 /// A task's `runtime` map: keys written by the task, its agent and the gateway.
 pub type Runtime = Map<String, Value>;
 
-/// A task as `tasks.get_all` returns it with the gateway's `only_fields`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Task {
-    /// Task id.
-    pub id: String,
-    /// Task name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Status: `created`, `queued`, `in_progress`, `stopped`, …
-    #[serde(default)]
-    pub status: Option<String>,
-    /// Id of the user who owns the task.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// Id of the task's project.
-    #[serde(default)]
-    pub project: Option<String>,
-    /// The runtime map.
-    #[serde(default)]
-    pub runtime: Option<Runtime>,
-    /// Execution details; the queue the task was enqueued to.
-    #[serde(default)]
-    pub execution: Option<Execution>,
-    /// System tags.
-    #[serde(default)]
-    pub system_tags: Option<Vec<String>>,
-}
-
-/// The part of a task's `execution` the gateway reads.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Execution {
-    /// Id of the queue the task ran from.
-    #[serde(default)]
-    pub queue: Option<String>,
-}
-
 /// A queue's id and name.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Queue {
@@ -94,17 +58,15 @@ pub struct GetAllTasks<'a> {
     /// Tasks per page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
+    /// Sort order (field names, `-` for descending): paging needs a stable one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_by: Option<&'a [&'a str]>,
 }
 
 #[derive(Deserialize)]
 struct TasksData {
     #[serde(default)]
     tasks: Vec<Value>,
-}
-
-#[derive(Deserialize)]
-struct TaskData {
-    task: Value,
 }
 
 #[derive(Deserialize)]
@@ -126,15 +88,32 @@ impl ClearmlClient {
         Ok(data.tasks)
     }
 
-    /// The runtime map of one task, read now (`tasks.get_by_id`).
+    /// The runtime map of one task, read now (`tasks.get_all` by id, the runtime only).
     pub async fn task_runtime(&self, task: &str) -> Result<Runtime, ClearmlError> {
-        let data: TaskData = self
-            .call("tasks.get_by_id", &serde_json::json!({ "task": task }))
-            .await?;
-        Ok(match data.task.get("runtime") {
-            Some(Value::Object(runtime)) => runtime.clone(),
-            _ => Runtime::new(),
-        })
+        let ids = [task];
+        let query = GetAllTasks {
+            id: Some(&ids),
+            only_fields: &["runtime"],
+            search_hidden: true,
+            ..GetAllTasks::default()
+        };
+        let data: TasksData = self.call("tasks.get_all", &query).await?;
+        let found = data
+            .tasks
+            .iter()
+            .find(|t| t.get("id").and_then(Value::as_str) == Some(task));
+        match found {
+            Some(found) => Ok(match found.get("runtime") {
+                Some(Value::Object(runtime)) => runtime.clone(),
+                _ => Runtime::new(),
+            }),
+            None => Err(ClearmlError::Api {
+                endpoint: "tasks.get_all".to_owned(),
+                result_code: 400,
+                result_subcode: 101,
+                result_msg: format!("task {task} is not listed"),
+            }),
+        }
     }
 
     /// Merges `add_or_update` into a task's runtime and removes `remove`, atomically, on

@@ -6,8 +6,9 @@
 //! 2. `run` lists the running tasks tagged `external_service`, page by page.
 //! 3. `plan` turns them into a route table and the write-backs still missing, reading each
 //!    task's endpoints with `endpoints` (a broken entry is skipped, never the others).
-//! 4. `run` publishes the table in one swap, if it changed, then `writeback` writes
-//!    `endpoint{S}` / `browser_endpoint{S}` into the tasks, keeping every other key.
+//! 4. `run` publishes the table in one swap, if it changed, then hands the missing
+//!    `endpoint{S}` / `browser_endpoint{S}` to `writer`, which writes them in the background
+//!    (`writeback`: keeping every other key), so the next poll is never held up.
 //!
 //! ClearML failing leaves the last good table serving; `run` logs the outage when it starts
 //! and ends and backs off. Talking to ClearML is `gateway_clearml`'s job; serving the table
@@ -19,6 +20,7 @@ mod queues;
 mod run;
 mod settings;
 pub mod writeback;
+mod writer;
 
 pub use run::{Report, Sync, SyncError};
 pub use settings::{BrowserEndpoint, SyncSettings};

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use gateway_clearml::{Runtime, Task};
+use gateway_clearml::Runtime;
 use gateway_proxy::routes::is_valid_route_key;
 use gateway_proxy::{AddressPolicy, Route, RouteTable};
 use serde_json::Value;
@@ -67,16 +67,15 @@ pub struct Plan {
 pub fn plan(tasks: Vec<Value>, context: &PlanContext) -> Plan {
     let mut plan = Plan::default();
     let mut routes = Vec::new();
-    for raw in tasks {
-        let task = match serde_json::from_value::<Task>(raw.clone()) {
+    for raw in &tasks {
+        let task = match TaskView::read(raw) {
             Ok(task) => task,
-            Err(err) => {
+            Err(reason) => {
                 let task_id = raw
                     .get("id")
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_owned();
-                let reason = format!("not a readable task entry: {err}");
                 plan.skipped.push(Skip {
                     task_id,
                     key: None,
@@ -85,65 +84,98 @@ pub fn plan(tasks: Vec<Value>, context: &PlanContext) -> Plan {
                 continue;
             }
         };
-        if !is_ours(&task, context) {
+        if !task.is_ours(context) {
             continue;
         }
         plan.tasks += 1;
-        if !is_valid_route_key(&task.id) || task.id.contains("__") {
-            plan.skipped.push(Skip {
-                task_id: task.id.clone(),
-                key: None,
-                reason: "the task id cannot be a route key".to_owned(),
-            });
-            continue;
-        }
-        let empty = Runtime::new();
-        let runtime = task.runtime.as_ref().unwrap_or(&empty);
-        let (endpoints, skipped) = http_endpoints(runtime, &context.policy);
-        plan.skipped.extend(skipped.into_iter().map(|s| Skip {
-            task_id: task.id.clone(),
-            key: Some(s.key),
-            reason: s.reason,
-        }));
-        let mut missing = Runtime::new();
-        for endpoint in endpoints {
-            let key = endpoint.route_key(&task.id);
-            let Some(mut route) = Route::new(&key, endpoint.upstream.clone()) else {
-                continue;
-            };
-            if let Some(user) = &task.user {
-                route = route.with_owner(user.as_str());
-            }
-            routes.push(route);
-            for (name, value) in published_keys(&task.id, &endpoint, context) {
-                if runtime.get(&name).and_then(Value::as_str) != Some(value.as_str()) {
-                    missing.insert(name, Value::String(value));
-                }
-            }
-        }
-        if !missing.is_empty() {
-            plan.writes.push(WriteBack {
-                task_id: task.id.clone(),
-                keys: missing,
-            });
-        }
+        plan_task(&task, context, &mut plan, &mut routes);
     }
     plan.table = RouteTable::new(routes);
     plan
 }
 
-/// Running, and run from one of this gateway's queues.
-fn is_ours(task: &Task, context: &PlanContext) -> bool {
-    if task.status.as_deref() != Some("in_progress") {
-        return false;
+/// The fields of a listed task the plan reads. Only the id and the runtime must have their
+/// type; a field of another type is read as absent, so that a stray value in a field the
+/// gateway does not need never costs a task its routes.
+struct TaskView<'a> {
+    id: &'a str,
+    status: Option<&'a str>,
+    user: Option<&'a str>,
+    queue: Option<&'a str>,
+    runtime: Option<&'a Runtime>,
+}
+
+impl<'a> TaskView<'a> {
+    fn read(raw: &'a Value) -> Result<Self, String> {
+        let id = raw
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| "not a readable task entry: no string id".to_owned())?;
+        let runtime = match raw.get("runtime") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(runtime)) => Some(runtime),
+            Some(_) => return Err("the runtime is not a map".to_owned()),
+        };
+        Ok(Self {
+            id,
+            status: raw.get("status").and_then(Value::as_str),
+            user: raw.get("user").and_then(Value::as_str),
+            queue: raw.pointer("/execution/queue").and_then(Value::as_str),
+            runtime,
+        })
     }
-    match &context.queues {
-        None => true,
-        Some(queues) => task
-            .execution
-            .as_ref()
-            .and_then(|e| e.queue.as_ref())
-            .is_some_and(|queue| queues.contains(queue)),
+
+    /// Running, and run from one of this gateway's queues.
+    fn is_ours(&self, context: &PlanContext) -> bool {
+        if self.status != Some("in_progress") {
+            return false;
+        }
+        match &context.queues {
+            None => true,
+            Some(queues) => self.queue.is_some_and(|queue| queues.contains(queue)),
+        }
+    }
+}
+
+/// Adds one task's routes, skipped entries and missing write-backs to the plan.
+fn plan_task(task: &TaskView<'_>, context: &PlanContext, plan: &mut Plan, routes: &mut Vec<Route>) {
+    if !is_valid_route_key(task.id) || task.id.contains("__") {
+        plan.skipped.push(Skip {
+            task_id: task.id.to_owned(),
+            key: None,
+            reason: "the task id cannot be a route key".to_owned(),
+        });
+        return;
+    }
+    let empty = Runtime::new();
+    let runtime = task.runtime.unwrap_or(&empty);
+    let (endpoints, skipped) = http_endpoints(runtime, &context.policy);
+    plan.skipped.extend(skipped.into_iter().map(|s| Skip {
+        task_id: task.id.to_owned(),
+        key: Some(s.key),
+        reason: s.reason,
+    }));
+    let mut missing = Runtime::new();
+    for endpoint in endpoints {
+        let key = endpoint.route_key(task.id);
+        let Some(mut route) = Route::new(&key, endpoint.upstream.clone()) else {
+            continue;
+        };
+        if let Some(user) = task.user {
+            route = route.with_owner(user);
+        }
+        routes.push(route);
+        for (name, value) in published_keys(task.id, &endpoint, context) {
+            if runtime.get(&name).and_then(Value::as_str) != Some(value.as_str()) {
+                missing.insert(name, Value::String(value));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        plan.writes.push(WriteBack {
+            task_id: task.id.to_owned(),
+            keys: missing,
+        });
     }
 }
 

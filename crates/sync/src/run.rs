@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use gateway_clearml::{ApiVersion, ClearmlClient, ClearmlError, GetAllTasks};
 use gateway_proxy::{Readiness, RouteStore, RouteTable};
 use serde_json::Value;
-use tokio::task::JoinSet;
 
-use crate::plan::{Plan, PlanContext, Skip, WriteBack, plan};
+use crate::plan::{Plan, PlanContext, Skip, plan};
 use crate::queues::QueueFilter;
 use crate::settings::SyncSettings;
-use crate::writeback::{WriteError, WriteMode, write_back};
+use crate::writer::Writer;
 
 /// The fields of a task the gateway reads (CONTRACT §4).
 const ONLY_FIELDS: &[&str] = &[
@@ -31,6 +30,21 @@ const ONLY_FIELDS: &[&str] = &[
 
 /// A listing that runs on past this many pages is cut short, with a warning.
 const MAX_PAGES: u32 = 10_000;
+
+/// The filter of every listing: running tasks that asked for an endpoint (CONTRACT §4).
+fn routable() -> GetAllTasks<'static> {
+    GetAllTasks {
+        system_tags: Some(&["external_service"]),
+        status: Some(&["in_progress"]),
+        search_hidden: true,
+        only_fields: ONLY_FIELDS,
+        ..GetAllTasks::default()
+    }
+}
+
+fn task_id(task: &Value) -> &str {
+    task.get("id").and_then(Value::as_str).unwrap_or_default()
+}
 
 /// Why the sync cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +65,8 @@ pub struct Report {
     pub routes: usize,
     /// Whether the route table changed.
     pub changed: bool,
-    /// Write-backs made.
-    pub written: usize,
+    /// Write-backs started (they finish in the background).
+    pub writes_started: usize,
 }
 
 /// Keeps a [`RouteStore`] in step with ClearML.
@@ -62,7 +76,7 @@ pub struct Sync {
     readiness: Arc<Readiness>,
     settings: SyncSettings,
     queues: QueueFilter,
-    write_mode: WriteMode,
+    writer: Writer,
     reported: HashSet<Skip>,
     outage: Option<Outage>,
 }
@@ -81,12 +95,16 @@ impl Sync {
         settings: SyncSettings,
     ) -> Self {
         Self {
-            client,
+            client: Arc::clone(&client),
             routes,
             readiness,
             queues: QueueFilter::new(settings.listen_queues.clone()),
+            writer: Writer::new(
+                Arc::clone(&client),
+                settings.write_concurrency,
+                settings.poll_interval,
+            ),
             settings,
-            write_mode: WriteMode::ReadModifyWrite,
             reported: HashSet::new(),
             outage: None,
         }
@@ -100,16 +118,14 @@ impl Sync {
                 Ok(claims) => {
                     self.end_outage();
                     let api = claims.api();
-                    self.write_mode = match api {
-                        Some(v) if v >= ApiVersion::EDIT_RUNTIME => WriteMode::EditRuntime,
-                        _ => WriteMode::ReadModifyWrite,
-                    };
+                    self.writer
+                        .use_edit_runtime(api.is_some_and(|v| v >= ApiVersion::EDIT_RUNTIME));
                     let user = claims.identity.map(|i| i.user_name).unwrap_or_default();
                     tracing::info!(
                         server = %self.settings.api_host,
                         user = %user,
                         api = %api.map_or_else(|| "unknown".to_owned(), |v| v.to_string()),
-                        write_mode = ?self.write_mode,
+                        write_mode = ?self.writer.mode(),
                         "logged in to ClearML"
                     );
                     return Ok(());
@@ -146,6 +162,7 @@ impl Sync {
         if self.queues.due(self.settings.queue_refresh) {
             self.queues.resolve(&self.client).await?;
         }
+        let listed_at = Instant::now();
         let tasks = self.list_tasks().await?;
         let context = PlanContext {
             router_url: self.settings.router_url.clone(),
@@ -171,38 +188,63 @@ impl Sync {
         let routes = table.len();
         let changed = self.publish(table).await;
         self.readiness.set_ready(true);
-        let written = self.write_all(writes).await;
+        let writes_started = self.writer.submit(writes, listed_at);
         Ok(Report {
             tasks,
             routes,
             changed,
-            written,
+            writes_started,
         })
     }
 
+    /// Every routable task, once. Pages are read in id order; a task that moves between
+    /// pages while they are read (another one stopped or started meanwhile) could be missed,
+    /// so any task routed now but not listed is asked about by id before its routes go.
     async fn list_tasks(&self) -> Result<Vec<Value>, ClearmlError> {
         let mut tasks = Vec::new();
+        let mut complete = false;
         for page in 0..MAX_PAGES {
             let query = GetAllTasks {
-                system_tags: Some(&["external_service"]),
-                status: Some(&["in_progress"]),
-                search_hidden: true,
-                only_fields: ONLY_FIELDS,
                 page: Some(page),
                 page_size: Some(self.settings.page_size),
-                ..GetAllTasks::default()
+                order_by: Some(&["id"]),
+                ..routable()
             };
             let batch = self.client.tasks_get_all(&query).await?;
             let last = batch.len() < self.settings.page_size as usize;
             tasks.extend(batch);
             if last {
-                return Ok(tasks);
+                complete = true;
+                break;
             }
         }
-        tracing::warn!(
-            pages = MAX_PAGES,
-            "the task listing did not end; routing what was read"
-        );
+        if !complete {
+            tracing::warn!(
+                pages = MAX_PAGES,
+                "the task listing did not end; routing what was read"
+            );
+        }
+        let mut seen = HashSet::new();
+        tasks.retain(|task| seen.insert(task_id(task).to_owned()));
+        let current = self.routes.snapshot();
+        let unlisted: HashSet<&str> = current
+            .iter()
+            .map(|route| route.task_id())
+            .filter(|id| !seen.contains(*id))
+            .collect();
+        if !unlisted.is_empty() {
+            let ids: Vec<&str> = unlisted.into_iter().collect();
+            let query = GetAllTasks {
+                id: Some(&ids),
+                ..routable()
+            };
+            let confirmed = self.client.tasks_get_all(&query).await?;
+            tasks.extend(
+                confirmed
+                    .into_iter()
+                    .filter(|t| seen.insert(task_id(t).to_owned())),
+            );
+        }
         Ok(tasks)
     }
 
@@ -216,45 +258,6 @@ impl Sync {
         drop(current);
         self.routes.replace(table).await;
         true
-    }
-
-    async fn write_all(&mut self, writes: Vec<WriteBack>) -> usize {
-        let mut pending = writes.into_iter();
-        let mut running = JoinSet::new();
-        let mut written = 0;
-        loop {
-            while running.len() < self.settings.write_concurrency {
-                let Some(write) = pending.next() else { break };
-                let client = Arc::clone(&self.client);
-                let mode = self.write_mode;
-                running.spawn(async move {
-                    let result = write_back(&client, &write, mode).await;
-                    (write, result)
-                });
-            }
-            let Some(done) = running.join_next().await else {
-                return written;
-            };
-            let Ok((write, result)) = done else { continue };
-            match result {
-                Ok(()) => {
-                    written += 1;
-                    tracing::info!(task = %write.task_id, keys = ?write.keys.keys().collect::<Vec<_>>(), "endpoint written to the task");
-                }
-                Err(WriteError::Clearml(err))
-                    if err.result() == Some((404, 0))
-                        && self.write_mode == WriteMode::EditRuntime =>
-                {
-                    tracing::warn!(
-                        "tasks.edit_runtime is missing although the server's API version has it; writing with tasks.edit from now on"
-                    );
-                    self.write_mode = WriteMode::ReadModifyWrite;
-                }
-                Err(err) => {
-                    tracing::warn!(task = %write.task_id, error = %err, "could not write the endpoint to the task; trying again at the next poll")
-                }
-            }
-        }
     }
 
     /// Logs each skipped entry once, for as long as it stays skipped.

@@ -104,9 +104,14 @@ fn only_running_tasks_of_this_gateways_queues_are_routed() {
 
 #[test]
 fn a_broken_entry_is_skipped_without_harming_the_others() {
+    let mut odd_fields = running("t4", "q1", json!({"_ADDRESS": "10.0.0.5", "_PORT": 8000}));
+    odd_fields["name"] = json!(5);
+    odd_fields["project"] = json!({"id": "p"});
+    odd_fields["system_tags"] = json!("external_service");
     let tasks = vec![
-        json!({"id": "bad", "status": 7}),
+        json!({"id": "bad", "status": "in_progress", "runtime": "not a map"}),
         json!("not even an object"),
+        odd_fields,
         running("t1", "q1", json!({"_ADDRESS": "10.0.0.5", "_PORT": "8000"})),
         running(
             "t2",
@@ -116,15 +121,19 @@ fn a_broken_entry_is_skipped_without_harming_the_others() {
         running("t.3", "q1", json!({"_ADDRESS": "10.0.0.5", "_PORT": 8000})),
     ];
     let plan = plan(tasks, &context());
-    assert_eq!(plan.table.len(), 1);
+    assert_eq!(plan.table.len(), 2);
     assert!(plan.table.lookup("t1").is_some());
+    assert!(
+        plan.table.lookup("t4").is_some(),
+        "odd values in unused fields cost nothing"
+    );
     let skipped: Vec<String> = plan
         .skipped
         .iter()
         .map(|s| format!("{} {:?}: {}", s.task_id, s.key, s.reason))
         .collect();
     assert_eq!(skipped.len(), 4, "{skipped:#?}");
-    assert!(skipped[0].starts_with("bad None: not a readable task entry"));
+    assert!(skipped[0].starts_with("bad None: the runtime is not a map"));
     assert!(skipped[1].starts_with("? None: not a readable task entry"));
     assert!(skipped[2].starts_with("t2 Some(\"_PORT\"): _ADDRESS = \"http://evil/\""));
     assert!(skipped[3].starts_with("t.3 None: the task id cannot be a route key"));

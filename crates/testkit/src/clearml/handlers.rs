@@ -119,6 +119,17 @@ fn tasks_get_all(state: &State, caller: &Caller, data: &Value) -> Vec<Value> {
         .filter(|t| tags_match(&tags, &t["system_tags"]))
         .filter(|t| search_hidden || !has_tag(&t["system_tags"], "hidden"))
         .collect();
+    let mut matching = matching;
+    for field in strings(&data["order_by"]).unwrap_or_default().iter().rev() {
+        let (field, descending) = match field.strip_prefix('-') {
+            Some(field) => (field.to_owned(), true),
+            None => (field.clone(), false),
+        };
+        matching.sort_by(|a, b| {
+            let order = a[&field].to_string().cmp(&b[&field].to_string());
+            if descending { order.reverse() } else { order }
+        });
+    }
     let page_size = data["page_size"].as_u64().map(|n| n as usize);
     let page = data["page"].as_u64().unwrap_or(0) as usize;
     let selected: Vec<&Value> = match page_size {
