@@ -2,7 +2,7 @@
 //! and the gateway's own session (login with its keys, refresh before expiry and on a 401).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -44,8 +44,11 @@ impl std::fmt::Debug for ClearmlClient {
 struct Session {
     token: Arc<str>,
     claims: Claims,
-    refresh_after: SystemTime,
+    refresh_after: Instant,
 }
+
+/// The largest answer read from the server.
+const MAX_ANSWER: usize = 64 << 20;
 
 /// How a call authenticates.
 enum Auth<'a> {
@@ -81,6 +84,9 @@ impl ClearmlClient {
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("clearml-gateway/", env!("CARGO_PKG_VERSION")))
+            // A redirect would turn a POST into a GET without its body (or drop the
+            // credentials): the API never redirects, so one means the URL is wrong.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(ClearmlError::Setup)?;
         Ok(Self {
@@ -115,7 +121,7 @@ impl ClearmlClient {
     ) -> Result<T, ClearmlError> {
         let token = self.token().await?;
         match self.send(endpoint, body, Auth::Bearer(&token)).await {
-            Err(err) if err.is_unauthorized() => {
+            Err(err) if err.is_unauthorized() && !refuses_permission(&err) => {
                 tracing::debug!(
                     endpoint,
                     "ClearML refused the gateway's token; logging in again"
@@ -141,13 +147,13 @@ impl ClearmlClient {
     async fn token(&self) -> Result<Arc<str>, ClearmlError> {
         let mut session = self.session.lock().await;
         if let Some(current) = session.as_ref() {
-            if SystemTime::now() < current.refresh_after {
+            if Instant::now() < current.refresh_after {
                 return Ok(Arc::clone(&current.token));
             }
         }
-        let fresh = self.new_session().await?;
-        let token = Arc::clone(&fresh.token);
-        *session = Some(fresh);
+        let new = self.new_session().await?;
+        let token = Arc::clone(&new.token);
+        *session = Some(new);
         Ok(token)
     }
 
@@ -168,11 +174,11 @@ impl ClearmlClient {
                 status: 200,
                 detail: format!("the token cannot be read: {err}"),
             })?;
-        let refresh_after = refresh_time(&claims, SystemTime::now());
+        let obtained = Instant::now();
         Ok(Session {
             token: data.token.into(),
+            refresh_after: obtained + renew_after(&claims, SystemTime::now()),
             claims,
-            refresh_after,
         })
     }
 
@@ -194,24 +200,39 @@ impl ClearmlClient {
             endpoint: endpoint.to_owned(),
             source,
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > MAX_ANSWER {
+                return Err(ClearmlError::Malformed {
+                    endpoint: endpoint.to_owned(),
+                    status,
+                    detail: format!("the answer is larger than {MAX_ANSWER} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         decode(endpoint, status, &bytes)
     }
 }
 
-/// When to log in again: once three quarters of the token's life have passed (at least 30 s
-/// before it expires); tokens without `exp` are kept until refused.
-fn refresh_time(claims: &Claims, now: SystemTime) -> SystemTime {
+/// 401/1 (not authorized for the endpoint) and 401/2 (entity not allowed) refuse the call,
+/// not the token: logging in again would not help, and would happen on every such call.
+fn refuses_permission(err: &ClearmlError) -> bool {
+    matches!(err.result(), Some((401, 1 | 2)))
+}
+
+/// How long a token is used before logging in again: three quarters of its life, counted on
+/// the local clock from now (the server's clock may differ). Tokens without `exp` are kept
+/// until refused.
+fn renew_after(claims: &Claims, now: SystemTime) -> Duration {
     let Some(exp) = claims.exp else {
-        return now + Duration::from_secs(365 * 24 * 3600);
+        return Duration::from_secs(365 * 24 * 3600);
     };
     let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let issued = claims.iat.unwrap_or(now_secs).min(exp);
-    let life = exp - issued;
-    let margin = (life / 4).max(30).min(life);
-    UNIX_EPOCH + Duration::from_secs(exp - margin)
+    Duration::from_secs(exp - issued) * 3 / 4
 }
 
 /// Reads the envelope; an error envelope becomes [`ClearmlError::Api`].
@@ -275,25 +296,22 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_refreshed_with_a_quarter_of_their_life_left() {
+    fn tokens_are_renewed_after_three_quarters_of_their_life() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let claims = Claims {
-            iat: Some(1_000_000),
-            exp: Some(1_000_000 + 4000),
+            iat: Some(5_000_000),
+            exp: Some(5_000_000 + 4000),
             ..Claims::default()
         };
         assert_eq!(
-            refresh_time(&claims, now),
-            UNIX_EPOCH + Duration::from_secs(1_003_000)
+            renew_after(&claims, now),
+            Duration::from_secs(3000),
+            "the server's clock being ahead changes nothing"
         );
-        let short = Claims {
+        let no_iat = Claims {
             exp: Some(1_000_000 + 20),
             ..Claims::default()
         };
-        assert_eq!(
-            refresh_time(&short, now),
-            now,
-            "a token about to expire is renewed at once"
-        );
+        assert_eq!(renew_after(&no_iat, now), Duration::from_secs(15));
     }
 }

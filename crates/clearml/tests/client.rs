@@ -59,20 +59,34 @@ async fn a_refused_token_is_replaced_once() {
 }
 
 #[tokio::test]
-async fn a_token_near_its_expiry_is_renewed_before_use() {
+async fn a_token_is_renewed_once_three_quarters_of_its_life_are_gone() {
     let server = FakeClearml::builder()
-        .token_lifetime(Duration::from_secs(20))
+        .token_lifetime(Duration::from_secs(1))
         .start()
         .await;
     let clearml = client(&server, GATEWAY_SECRET_KEY);
     clearml.tasks_get_all(&routable()).await.unwrap();
     clearml.tasks_get_all(&routable()).await.unwrap();
+    assert_eq!(server.calls("auth.login"), 1, "a fresh token is used again");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    clearml.tasks_get_all(&routable()).await.unwrap();
     assert_eq!(
         server.calls("auth.login"),
         2,
-        "a 20 s token is inside the 30 s renewal margin: it is renewed before the next call"
+        "past 750 ms of its 1 s, it is renewed first"
     );
-    assert_eq!(server.calls("tasks.get_all"), 2, "and no call is refused");
+    assert_eq!(server.calls("tasks.get_all"), 3, "and no call is refused");
+}
+
+#[tokio::test]
+async fn a_refusal_of_the_call_rather_than_the_token_is_not_retried() {
+    let server = FakeClearml::start().await;
+    let clearml = client(&server, GATEWAY_SECRET_KEY);
+    clearml.login().await.unwrap();
+    server.fail_next(1, Fault::Refusal(401, 1));
+    let err = clearml.tasks_get_all(&routable()).await.unwrap_err();
+    assert_eq!(err.result(), Some((401, 1)));
+    assert_eq!(server.calls("auth.login"), 1, "no login storm");
 }
 
 #[tokio::test]

@@ -109,14 +109,29 @@ struct Job {
     first_retry: Duration,
 }
 
+/// Takes a task off the in-flight set however its job ends, a panic included.
+struct InFlight<'a> {
+    state: &'a Mutex<State>,
+    task: &'a str,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(self.state).in_flight.remove(self.task);
+    }
+}
+
 impl Job {
     async fn run(self, write: WriteBack) {
+        let _in_flight = InFlight {
+            state: &self.state,
+            task: &write.task_id,
+        };
         let result = match self.permits.acquire().await {
             Ok(_permit) => self.write(&write).await,
             Err(_) => return,
         };
         let mut state = lock(&self.state);
-        state.in_flight.remove(&write.task_id);
         match result {
             Ok(()) => {
                 state.failing.remove(&write.task_id);

@@ -80,6 +80,14 @@ async fn answer(
     match fault {
         Some(Fault::Drop) => return Err(Dropped),
         Some(Fault::Garbage) => return Ok(html(StatusCode::OK, "<html>not the API</html>")),
+        Some(Fault::Refusal(code, subcode)) => {
+            let error = ApiError::new(
+                code,
+                subcode,
+                "unauthorized (not authorized for endpoint)".to_owned(),
+            );
+            return Ok(envelope(&endpoint, version, Err(error), &api_version));
+        }
         Some(Fault::Status(code)) => {
             let error = ApiError::new(code, 0, "general server error".to_owned());
             return Ok(envelope(&endpoint, version, Err(error), &api_version));

@@ -16,6 +16,8 @@ pub const COMPANY: &str = "d1bd92a3b039400cbafc60a7a5b1e52b";
 pub enum Fault {
     /// Answer with this HTTP status and a server-error envelope.
     Status(u16),
+    /// Answer with this result code and subcode (e.g. 401/1, not authorized).
+    Refusal(u16, u32),
     /// Answer 200 with a body that is not JSON.
     Garbage,
     /// Close the connection without an answer.
