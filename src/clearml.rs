@@ -99,7 +99,7 @@ fn sync_settings(config: &Config, clearml: &ClearmlConfig) -> SyncSettings {
     settings.poll_interval = config.poll_interval;
     settings.browser_endpoint = config.browser_endpoint;
     settings.listen_queues = config.listen_queues.clone();
-    settings.policy = config.upstream_policy();
+    settings.policy = config.http.upstream_policy.clone();
     settings.max_backoff = config.max_backoff;
     settings
 }

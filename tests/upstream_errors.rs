@@ -101,3 +101,37 @@ async fn a_response_cut_short_ends_as_an_error_for_the_client() {
     gw.wait_for_log("complete=false", Duration::from_secs(5))
         .await;
 }
+
+#[tokio::test]
+async fn upstreams_outside_the_allowed_networks_are_refused_by_address_and_by_name() {
+    let app = backend::echo().await;
+    let port = app.addr().port();
+    let gw = gateway(BIN)
+        .route("by-ip", app.url())
+        .route("by-name", format!("http://localhost:{port}"))
+        .env("ROUTER__UPSTREAM__ALLOW_CIDRS", "10.0.0.0/8")
+        .start()
+        .await;
+    for route in ["by-ip", "by-name"] {
+        let reply = client(gw.addr()).get(&format!("/service/{route}/")).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{route}");
+        assert_eq!(reply.json()["error"], "upstream_not_allowed", "{route}");
+    }
+    assert!(app.seen().is_empty(), "nothing reached the app");
+    gw.wait_for_log(
+        "localhost resolves only to addresses outside",
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let open = gateway(BIN)
+        .route("by-name", format!("http://localhost:{port}"))
+        .start()
+        .await;
+    let reply = client(open.addr()).get("/service/by-name/").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "loopback is allowed by default"
+    );
+}

@@ -228,6 +228,11 @@ impl Config {
             .port()?
             .unwrap_or(8080);
         let tls = tls(&raw)?;
+        let allow_cidrs = allow_cidrs(&raw)?;
+        let policy = match &allow_cidrs {
+            Some(cidrs) => AddressPolicy::allowing(cidrs.clone()),
+            None => AddressPolicy::default(),
+        };
         Ok(Self {
             router_name: Value::of("ROUTER_NAME", &raw.router_name).string_or("main-router"),
             listen: SocketAddr::new(host, port),
@@ -241,22 +246,14 @@ impl Config {
             max_backoff: Value::of("ROUTER__SYNC__MAX_BACKOFF_MS", &raw.max_backoff_ms)
                 .millis(30_000, 100)?,
             browser_endpoint: browser_endpoint(&raw)?,
-            allow_cidrs: allow_cidrs(&raw)?,
+            allow_cidrs: allow_cidrs.clone(),
             log: log(&raw)?,
-            http: http_settings(&raw, https || tls.is_some())?,
+            http: http_settings(&raw, https || tls.is_some(), policy)?,
             unknown_router_vars: unknown_router_vars(vars),
             router_url,
             clearml,
             tls,
         })
-    }
-
-    /// Where task addresses may point (`ROUTER__UPSTREAM__ALLOW_CIDRS`, or the default).
-    pub fn upstream_policy(&self) -> AddressPolicy {
-        match &self.allow_cidrs {
-            Some(cidrs) => AddressPolicy::allowing(cidrs.clone()),
-            None => AddressPolicy::default(),
-        }
     }
 
     /// The effective configuration as `NAME=value` lines, secrets masked.
@@ -466,7 +463,11 @@ fn log(raw: &RawEnv) -> Result<LogConfig, ConfigError> {
 /// not a request.
 const MAX_HEADER_BYTES_CAP: u64 = 1 << 20;
 
-fn http_settings(raw: &RawEnv, https: bool) -> Result<HttpSettings, ConfigError> {
+fn http_settings(
+    raw: &RawEnv,
+    https: bool,
+    upstream_policy: AddressPolicy,
+) -> Result<HttpSettings, ConfigError> {
     let ms = |var, text, default| Value::of(var, text).millis(default, 1);
     let max_header = Value::of("ROUTER__HTTP__MAX_HEADER_BYTES", &raw.max_header_bytes);
     let max_header_bytes = max_header.number(64 * 1024, 1024, "bytes")?;
@@ -524,6 +525,7 @@ fn http_settings(raw: &RawEnv, https: bool) -> Result<HttpSettings, ConfigError>
         } else {
             ClientScheme::Http
         },
+        upstream_policy,
     })
 }
 

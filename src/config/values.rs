@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use super::ConfigError;
 
+/// The longest duration any setting takes: a day. Longer ones are typos, and would overflow
+/// the arithmetic of timers.
+const MAX_MILLIS: u64 = 24 * 3600 * 1000;
+
 /// A variable's name and its (trimmed, non-empty) value, if set.
 #[derive(Debug, Clone, Copy)]
 pub struct Value<'a> {
@@ -117,6 +121,11 @@ impl<'a> Value<'a> {
     /// A whole number of milliseconds, at least `min_ms`.
     pub fn millis(&self, default_ms: u64, min_ms: u64) -> Result<Duration, ConfigError> {
         let ms = self.number(default_ms, min_ms, "milliseconds")?;
+        if ms > MAX_MILLIS {
+            return Err(self.invalid(format!(
+                "a whole number of milliseconds, from {min_ms} to {MAX_MILLIS} (a day)"
+            )));
+        }
         Ok(Duration::from_millis(ms))
     }
 
@@ -250,6 +259,9 @@ mod tests {
             Duration::from_millis(250)
         );
         assert!(message(value("5").millis(1, 100).unwrap_err()).contains("at least 100"));
+        assert!(
+            message(value("99999999999999999").millis(1, 100).unwrap_err()).contains("(a day)")
+        );
         assert_eq!(
             Value {
                 var: "X",

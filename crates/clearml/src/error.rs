@@ -63,6 +63,18 @@ impl ClearmlError {
         }
     }
 
+    /// Whether the failure looks like a server or network trouble that passes (no answer,
+    /// 5xx), rather than a wrong address: an answer that is not the API's envelope with a
+    /// status below 500 comes from something that is not a ClearML API server.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClearmlError::Transport { .. } => true,
+            ClearmlError::Malformed { status, .. } => *status >= 500,
+            ClearmlError::Api { result_code, .. } => *result_code >= 500,
+            ClearmlError::Setup(_) => false,
+        }
+    }
+
     /// `(result_code, result_subcode)` when the server answered with an error envelope.
     pub fn result(&self) -> Option<(u16, u32)> {
         match self {

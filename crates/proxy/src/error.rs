@@ -75,6 +75,14 @@ pub enum ProxyError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    /// The upstream's address is outside `ROUTER__UPSTREAM__ALLOW_CIDRS`.
+    #[error("upstream {upstream} not allowed: {reason}")]
+    UpstreamNotAllowed {
+        /// `host:port` of the upstream.
+        upstream: String,
+        /// Which address was refused.
+        reason: String,
+    },
     /// Connecting to the upstream took longer than the connect timeout.
     #[error("upstream {upstream} did not accept a connection within {timeout:?}")]
     UpstreamConnectTimeout {
@@ -130,7 +138,8 @@ impl ProxyError {
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamFailed { .. }
-            | ProxyError::UpstreamInvalidResponse { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpstreamInvalidResponse { .. }
+            | ProxyError::UpstreamNotAllowed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -155,6 +164,7 @@ impl ProxyError {
             ProxyError::ClientBodyTimeout { .. } => "client_body_timeout",
             ProxyError::ClientBody { .. } => "client_body_failed",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            ProxyError::UpstreamNotAllowed { .. } => "upstream_not_allowed",
             ProxyError::UpstreamConnectTimeout { .. } => "upstream_connect_timeout",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::UpstreamFailed { .. } => "upstream_failed",
@@ -192,6 +202,9 @@ impl ProxyError {
             ProxyError::ClientBodyTimeout { .. } => "the request body stopped arriving",
             ProxyError::ClientBody { .. } => "the request body could not be read",
             ProxyError::UpstreamUnreachable { .. } => "the service is not reachable",
+            ProxyError::UpstreamNotAllowed { .. } => {
+                "the service's address is outside the networks this gateway may reach"
+            }
             ProxyError::UpstreamConnectTimeout { .. } => {
                 "the service did not accept a connection in time"
             }
@@ -218,6 +231,10 @@ impl ProxyError {
             }
             Some(RequestBodyError::Client(_)) => return ProxyError::ClientBody { source: err },
             None => {}
+        }
+        if let Some(refused) = find_not_allowed(&err) {
+            let reason = refused.to_string();
+            return ProxyError::UpstreamNotAllowed { upstream, reason };
         }
         if err.is_connect() {
             let timed_out = find_source::<io::Error>(&err)
@@ -249,6 +266,22 @@ impl From<crate::auth::Denial> for ProxyError {
             crate::auth::Denial::Unavailable => ProxyError::AuthUnavailable,
         }
     }
+}
+
+/// The address policy's refusal along the chain; it travels inside an `io::Error`, whose
+/// `source()` skips the error it wraps.
+fn find_not_allowed<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> Option<&'a crate::policy::AddressNotAllowed> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        let wrapped = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
+        if let Some(found) = wrapped.and_then(|inner| inner.downcast_ref()) {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// The first error of type `T` along `err`'s chain of sources, `err` included.

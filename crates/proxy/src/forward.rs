@@ -23,17 +23,20 @@ use crate::body::{RequestBody, UploadClock};
 use crate::error::ProxyError;
 use crate::gateway::Gateway;
 use crate::headers::{self, ForwardedFor};
+use crate::policy::PolicyResolver;
 use crate::routes::Route;
 use crate::settings::HttpSettings;
 use crate::target::TargetError;
 use crate::tunnel;
 
 /// The pooled keep-alive client every upstream request goes through.
-pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
+pub(crate) type UpstreamClient = Client<HttpConnector<PolicyResolver>, RequestBody>;
 
-/// Builds the upstream pool: HTTP/1.1 keep-alive, `TCP_NODELAY`, the connect timeout.
+/// Builds the upstream pool: HTTP/1.1 keep-alive, `TCP_NODELAY`, the connect timeout, and
+/// names resolved only to allowed addresses.
 pub(crate) fn upstream_client(settings: &HttpSettings) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
+    let resolver = PolicyResolver::new(settings.upstream_policy.clone());
+    let mut connector = HttpConnector::new_with_resolver(resolver);
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(settings.connect_timeout));
     connector.set_keepalive(Some(Duration::from_secs(60)));
@@ -132,6 +135,14 @@ fn prepare(
         peer,
         admission,
     } = inbound;
+    if let Some(ip) = route.upstream().ip() {
+        if !settings.upstream_policy.permits(ip) {
+            return Err(ProxyError::UpstreamNotAllowed {
+                upstream: route.upstream().authority().to_string(),
+                reason: format!("{ip} is outside ROUTER__UPSTREAM__ALLOW_CIDRS"),
+            });
+        }
+    }
     let upstream_uri = upstream_uri(route, forwarded_path, req.uri().query())?;
     let upgrade = match req.version() {
         Version::HTTP_11 => headers::requested_upgrade(req.headers()),

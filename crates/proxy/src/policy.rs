@@ -5,8 +5,15 @@
 //! address is allowed except link-local ones, where those services live.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 
 /// The networks upstream addresses may lie in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +54,61 @@ impl AddressPolicy {
 pub struct Cidr {
     network: IpAddr,
     prefix: u8,
+}
+
+/// An upstream name resolved only to addresses the policy keeps out.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves only to addresses outside ROUTER__UPSTREAM__ALLOW_CIDRS ({addresses:?})")]
+pub struct AddressNotAllowed {
+    /// The name.
+    pub host: String,
+    /// What it resolved to.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Resolves upstream names with `getaddrinfo` and keeps only the addresses the policy
+/// allows: a name cannot lead where an address may not.
+#[derive(Clone)]
+pub(crate) struct PolicyResolver {
+    inner: GaiResolver,
+    policy: Arc<AddressPolicy>,
+}
+
+impl PolicyResolver {
+    pub(crate) fn new(policy: AddressPolicy) -> Self {
+        Self {
+            inner: GaiResolver::new(),
+            policy: Arc::new(policy),
+        }
+    }
+}
+
+type Resolving =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, io::Error>> + Send>>;
+
+impl tower_service::Service<Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = io::Error;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        let resolving = self.inner.call(name);
+        let policy = Arc::clone(&self.policy);
+        Box::pin(async move {
+            let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                resolving.await?.partition(|addr| policy.permits(addr.ip()));
+            if allowed.is_empty() && !refused.is_empty() {
+                let addresses = refused.iter().map(SocketAddr::ip).collect();
+                return Err(io::Error::other(AddressNotAllowed { host, addresses }));
+            }
+            Ok(allowed.into_iter())
+        })
+    }
 }
 
 impl Cidr {

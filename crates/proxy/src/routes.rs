@@ -30,6 +30,8 @@ pub fn is_valid_route_key(key: &str) -> bool {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Upstream {
     authority: Authority,
+    /// The host, when it is an IP address (names are checked when resolved).
+    ip: Option<std::net::IpAddr>,
 }
 
 /// Why a string cannot be used as an upstream.
@@ -64,6 +66,7 @@ impl Upstream {
         if port == 0 {
             return Err(InvalidUpstream::PortZero);
         }
+        let ip = host.parse::<std::net::IpAddr>().ok();
         let host_part = if host.parse::<std::net::Ipv6Addr>().is_ok() {
             format!("[{host}]")
         } else if host.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(host) {
@@ -73,12 +76,17 @@ impl Upstream {
         };
         let authority = Authority::try_from(format!("{host_part}:{port}"))
             .map_err(|_| InvalidUpstream::BadHost(host.to_owned()))?;
-        Ok(Self { authority })
+        Ok(Self { authority, ip })
     }
 
     /// The `host:port` requests are sent to.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The host, when it is an IP address rather than a name.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.ip
     }
 }
 
@@ -109,9 +117,19 @@ fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// A DNS name: dot-separated labels of `[A-Za-z0-9-]`, not starting or ending with `-`.
+/// A DNS name: dot-separated labels of `[A-Za-z0-9-]`, not starting or ending with `-`,
+/// whose last label is not a number. Resolvers read `2852039166`, `0xA9FEA9FE` or
+/// `169.254.43518` as IPv4 addresses (169.254.169.254 in each case); such a "name" would slip
+/// past the checks made on addresses.
 fn is_dns_name(host: &str) -> bool {
-    host.len() <= 253
+    let last = host.rsplit('.').next().unwrap_or_default();
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || last
+            .strip_prefix("0x")
+            .or_else(|| last.strip_prefix("0X"))
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    !numeric
+        && host.len() <= 253
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -351,6 +369,20 @@ mod tests {
             Err(InvalidUpstream::PortZero)
         );
         assert!(Upstream::from_host_port("10.0.0.1\r\nX: y", 80).is_err());
+        for disguised in [
+            "2852039166",
+            "0xA9FEA9FE",
+            "169.254.43518",
+            "0251.0376.0251.0376",
+            "1.2.3",
+        ] {
+            assert!(
+                Upstream::from_host_port(disguised, 80).is_err(),
+                "{disguised}"
+            );
+        }
+        assert!(Upstream::from_host_port("gpu-7.cluster.local", 80).is_ok());
+        assert!(Upstream::from_host_port("node1", 80).is_ok());
     }
 
     #[tokio::test]

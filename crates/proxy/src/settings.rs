@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::policy::AddressPolicy;
+
 /// The scheme clients used to reach the gateway, sent upstream as `X-Forwarded-Proto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientScheme {
@@ -46,6 +48,8 @@ pub struct HttpSettings {
     pub shutdown_grace: Duration,
     /// The scheme sent upstream in `X-Forwarded-Proto`.
     pub client_scheme: ClientScheme,
+    /// Where upstreams may point (`ROUTER__UPSTREAM__ALLOW_CIDRS`).
+    pub upstream_policy: AddressPolicy,
 }
 
 impl Default for HttpSettings {
@@ -62,6 +66,7 @@ impl Default for HttpSettings {
             max_body_bytes: None,
             shutdown_grace: Duration::from_secs(30),
             client_scheme: ClientScheme::Http,
+            upstream_policy: AddressPolicy::default(),
         }
     }
 }

@@ -54,6 +54,17 @@ pub enum SyncError {
         "ClearML refused the gateway's credentials ({0}); check CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY"
     )]
     CredentialsRejected(#[source] ClearmlError),
+    /// The first login got an answer that no ClearML API server gives.
+    #[error(
+        "{api_host} does not answer as a ClearML API server ({source}); check CLEARML_API_HOST"
+    )]
+    NotClearml {
+        /// `CLEARML_API_HOST`.
+        api_host: String,
+        /// What it answered.
+        #[source]
+        source: ClearmlError,
+    },
 }
 
 /// What one successful poll did.
@@ -276,8 +287,13 @@ impl Sync {
 
     /// Notes a failure; returns how long to wait before trying again.
     fn failed(&mut self, err: &ClearmlError) -> Duration {
+        let serving = self.readiness.is_ready();
         let outage = self.outage.get_or_insert_with(|| {
-            tracing::warn!(error = %error_chain(err), "ClearML is failing; the last good route table keeps serving");
+            if serving {
+                tracing::warn!(error = %error_chain(err), "ClearML is failing; the last good route table keeps serving");
+            } else {
+                tracing::warn!(error = %error_chain(err), "ClearML cannot be reached yet; retrying");
+            }
             Outage {
                 since: Instant::now(),
                 failures: 0,
