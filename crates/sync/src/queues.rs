@@ -33,9 +33,15 @@ impl QueueFilter {
         (!self.names.is_empty()).then(|| self.ids.clone())
     }
 
-    /// Whether the names should be resolved (again).
-    pub fn due(&self, every: Duration) -> bool {
-        !self.names.is_empty() && self.resolved_at.is_none_or(|at| at.elapsed() >= every)
+    /// Whether the names should be resolved (again): every `every`, or every `missing_every`
+    /// while a name has no queue yet (so that a queue created later is picked up soon).
+    pub fn due(&self, every: Duration, missing_every: Duration) -> bool {
+        let period = if self.reported_missing.is_empty() {
+            every
+        } else {
+            missing_every.min(every)
+        };
+        !self.names.is_empty() && self.resolved_at.is_none_or(|at| at.elapsed() >= period)
     }
 
     /// Resolves every name; a name no queue has is warned about once, not an error.
@@ -95,6 +101,7 @@ mod tests {
             Some(HashSet::new())
         );
         assert_eq!(QueueFilter::new(Vec::new()).ids(), None);
-        assert!(!QueueFilter::new(Vec::new()).due(Duration::ZERO));
+        assert!(!QueueFilter::new(Vec::new()).due(Duration::ZERO, Duration::ZERO));
+        assert!(QueueFilter::new(vec!["q".into()]).due(Duration::MAX, Duration::MAX));
     }
 }

@@ -144,6 +144,12 @@ impl Sync {
                 Err(err) if err.is_unauthorized() => {
                     return Err(SyncError::CredentialsRejected(err));
                 }
+                Err(err) if !err.is_transient() => {
+                    return Err(SyncError::NotClearml {
+                        api_host: self.settings.api_host.clone(),
+                        source: err,
+                    });
+                }
                 Err(err) => {
                     let pause = self.failed(&err);
                     tokio::time::sleep(pause).await;
@@ -170,7 +176,8 @@ impl Sync {
 
     /// One poll: list, plan, publish, write back.
     pub async fn sync_once(&mut self) -> Result<Report, ClearmlError> {
-        if self.queues.due(self.settings.queue_refresh) {
+        let missing_every = self.settings.poll_interval.saturating_mul(5);
+        if self.queues.due(self.settings.queue_refresh, missing_every) {
             self.queues.resolve(&self.client).await?;
         }
         let listed_at = Instant::now();
@@ -302,8 +309,11 @@ impl Sync {
         outage.failures += 1;
         tracing::debug!(failures = outage.failures, error = %error_chain(err), "ClearML call failed");
         let doubling = 2u32.saturating_pow(outage.failures.saturating_sub(1).min(16));
-        (self.settings.poll_interval * doubling)
-            .min(self.settings.max_backoff.max(self.settings.poll_interval))
+        let cap = self.settings.max_backoff.max(self.settings.poll_interval);
+        self.settings
+            .poll_interval
+            .saturating_mul(doubling)
+            .min(cap)
     }
 
     fn end_outage(&mut self) {
