@@ -108,47 +108,52 @@ pub enum TokenSource {
 }
 
 /// The request's ClearML token: the auth cookie if present (an app's own `Authorization`
-/// header then passes through untouched), else a Bearer token.
-pub fn find_token(headers: &HeaderMap, cookie_name: &str) -> Option<(String, TokenSource)> {
-    let from_cookie = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == cookie_name && !c.value().is_empty())
-        .map(|c| c.value().to_owned());
-    if let Some(token) = from_cookie {
-        return Some((token, TokenSource::Cookie));
+/// header then passes through untouched), else a Bearer token. Borrowed from the headers:
+/// finding it allocates nothing.
+pub fn find_token<'h>(headers: &'h HeaderMap, cookie_name: &str) -> Option<(&'h str, TokenSource)> {
+    for value in headers.get_all(COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        let found = cookie::Cookie::split_parse(text)
+            .filter_map(Result::ok)
+            .find(|c| c.name() == cookie_name)
+            .and_then(|c| c.value_raw())
+            .filter(|value| !value.is_empty());
+        if let Some(token) = found {
+            return Some((token, TokenSource::Cookie));
+        }
     }
     let bearer = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = bearer.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
-        .then(|| (token.to_owned(), TokenSource::Bearer))
+        .then_some((token, TokenSource::Bearer))
 }
 
 /// Removes the token from where it was found: the auth cookie from `Cookie` (the other
-/// cookies stay), or the `Authorization` header. The task's code is user code: it never sees
-/// the user's ClearML credentials.
+/// cookies stay, as the client wrote them), or the `Authorization` header. The task's code
+/// is user code: it never sees the user's ClearML credentials.
 pub fn strip_token(headers: &mut HeaderMap, cookie_name: &str, source: TokenSource) {
     match source {
         TokenSource::Bearer => {
             headers.remove(AUTHORIZATION);
         }
         TokenSource::Cookie => {
-            let kept: Vec<String> = headers
-                .get_all(COOKIE)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(cookie::Cookie::split_parse)
-                .filter_map(Result::ok)
-                .filter(|c| c.name() != cookie_name)
-                .map(|c| format!("{}={}", c.name(), c.value()))
-                .collect();
+            let mut kept = String::new();
+            for value in headers.get_all(COOKIE) {
+                let Ok(text) = value.to_str() else { continue };
+                for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+                    let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+                    if name != cookie_name {
+                        if !kept.is_empty() {
+                            kept.push_str("; ");
+                        }
+                        kept.push_str(pair);
+                    }
+                }
+            }
             headers.remove(COOKIE);
-            if !kept.is_empty() {
-                if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            if let Ok(value) = HeaderValue::from_str(&kept) {
+                if !kept.is_empty() {
                     headers.insert(COOKIE, value);
                 }
             }
@@ -181,10 +186,7 @@ mod tests {
             ("authorization", "Bearer app-key"),
         ]);
         let (token, source) = find_token(&map, "clearml_token_basic").unwrap();
-        assert_eq!(
-            (token.as_str(), source),
-            ("COOKIE.TOKEN.X", TokenSource::Cookie)
-        );
+        assert_eq!((token, source), ("COOKIE.TOKEN.X", TokenSource::Cookie));
         strip_token(&mut map, "clearml_token_basic", source);
         assert_eq!(map["cookie"], "theme=dark; _xsrf=2|abc");
         assert_eq!(
@@ -200,7 +202,7 @@ mod tests {
             ("authorization", "bearer  TOK.EN.X "),
         ]);
         let (token, source) = find_token(&map, "clearml_token_basic").unwrap();
-        assert_eq!((token.as_str(), source), ("TOK.EN.X", TokenSource::Bearer));
+        assert_eq!((token, source), ("TOK.EN.X", TokenSource::Bearer));
         strip_token(&mut map, "clearml_token_basic", source);
         assert!(map.get("authorization").is_none());
         assert_eq!(map["cookie"], "theme=dark");

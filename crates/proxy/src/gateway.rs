@@ -209,10 +209,10 @@ impl Gateway {
         };
         let (token, source) = find_token(req.headers(), &auth.cookie_name)
             .ok_or(ProxyError::Unauthenticated("no ClearML token"))?;
-        let identity = auth.authorizer.identify(&token).resolve().await?;
+        let identity = auth.authorizer.identify(token).resolve().await?;
         let route = self.routes.lookup(key).ok_or(ProxyError::NoRoute)?;
         auth.authorizer
-            .may_see(&token, &identity, route.task_id(), route.owner())
+            .may_see(token, &identity, route.task_id(), route.owner())
             .resolve()
             .await?;
         Ok((route, Some(Admission { identity, source })))
