@@ -390,3 +390,44 @@ pub fn unaccepting() -> Unaccepting {
         _queued: queued,
     }
 }
+
+/// A raw TCP echo service (what an SSH server stands for in tests): everything read is
+/// written back; when the client shuts down its write side, the service finishes writing
+/// and shuts down its own. Stops when dropped.
+pub struct TcpEcho {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TcpEcho {
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Starts a TCP echo service on a fresh port.
+pub async fn tcp_echo() -> TcpEcho {
+    let listener = bind().await;
+    let addr = listener.local_addr().expect("echo address");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = stream.into_split();
+                if tokio::io::copy(&mut reader, &mut writer).await.is_ok() {
+                    let _ = writer.shutdown().await;
+                }
+            });
+        }
+    });
+    TcpEcho { addr, task }
+}

@@ -1,0 +1,171 @@
+//! One session port: accept connections and join each to the task's port, byte for byte.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Which addresses a session may connect to.
+pub type AddressCheck = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// How connections are made and kept.
+#[derive(Clone)]
+pub struct ForwardSettings {
+    /// Longest wait for the task's port to accept.
+    pub connect_timeout: Duration,
+    /// Bytes buffered per direction.
+    pub buffer: usize,
+    /// Whether an upstream address may be connected to.
+    pub allow: AddressCheck,
+}
+
+impl std::fmt::Debug for ForwardSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardSettings")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("buffer", &self.buffer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            buffer: 64 * 1024,
+            allow: Arc::new(|_| true),
+        }
+    }
+}
+
+/// Where a port's connections go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The session's name in logs (`{task_id}` or `{task_id}__{name}`).
+    pub key: String,
+    /// The task's host (an IP address or a name).
+    pub host: String,
+    /// The task's port.
+    pub port: u16,
+}
+
+/// Serves `listener` until `stop` is cancelled; then closes it and every open connection.
+pub async fn serve_port(
+    listener: TcpListener,
+    target: Target,
+    settings: ForwardSettings,
+    stop: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    let target = Arc::new(target);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((client, peer)) => {
+                    let (target, settings, stop) = (Arc::clone(&target), settings.clone(), stop.clone());
+                    connections.spawn(async move {
+                        tokio::select! {
+                            () = join(client, peer, &target, &settings) => {}
+                            () = stop.cancelled() => {}
+                        }
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(session = %target.key, error = %err, "accept failed on a session port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// Joins one client connection to the task's port and copies both ways until both are done;
+/// one direction's end shuts down the other side's write and the other direction goes on.
+async fn join(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    target: &Target,
+    settings: &ForwardSettings,
+) {
+    let started = Instant::now();
+    let peer_ip = peer.ip().to_canonical();
+    let mut upstream = match connect(target, settings).await {
+        Ok(upstream) => upstream,
+        Err(reason) => {
+            tracing::warn!(target: "access", session = %target.key, peer = %peer_ip, error = %reason, "tcp session could not reach the task");
+            let _ = client.shutdown().await;
+            return;
+        }
+    };
+    configure(&client);
+    configure(&upstream);
+    let copied = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        settings.buffer,
+        settings.buffer,
+    )
+    .await;
+    let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
+    match copied {
+        Ok((bytes_up, bytes_down)) => tracing::info!(
+            target: "access", session = %target.key, peer = %peer_ip,
+            bytes_up, bytes_down, duration_ms, "tcp session closed"
+        ),
+        Err(err) => tracing::info!(
+            target: "access", session = %target.key, peer = %peer_ip,
+            duration_ms, error = %err, "tcp session ended by an error"
+        ),
+    }
+}
+
+async fn connect(target: &Target, settings: &ForwardSettings) -> Result<TcpStream, String> {
+    let addresses = tokio::time::timeout(
+        settings.connect_timeout,
+        tokio::net::lookup_host((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| format!("resolving {} timed out", target.host))?
+    .map_err(|err| format!("resolving {}: {err}", target.host))?;
+    let allowed: Vec<SocketAddr> = addresses.filter(|a| (settings.allow)(a.ip())).collect();
+    if allowed.is_empty() {
+        return Err(format!(
+            "{}:{} is outside ROUTER__UPSTREAM__ALLOW_CIDRS or does not resolve",
+            target.host, target.port
+        ));
+    }
+    let mut last = String::new();
+    for address in allowed {
+        match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(err)) => last = format!("{address}: {err}"),
+            Err(_) => {
+                last = format!(
+                    "{address}: no connection within {:?}",
+                    settings.connect_timeout
+                )
+            }
+        }
+    }
+    Err(last)
+}
+
+/// `TCP_NODELAY` (interactive sessions), and keep-alive probes so that a peer that vanished
+/// does not hold the session open for ever.
+fn configure(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let _ = socket.set_tcp_nodelay(true);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+}
