@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use gateway_auth::ClearmlAuthorizer;
 use gateway_clearml::{ClearmlClient, ClientSettings};
 use gateway_proxy::{AuthSettings, Gateway, Readiness, RouteStore, Server};
-use gateway_sync::{Sync, SyncSettings};
+use gateway_sync::{Sync, SyncSettings, TcpContext};
+use gateway_tcp::{ForwardSettings, TcpSessions};
 use tokio::net::TcpListener;
 
 use crate::config::{ClearmlConfig, Config};
@@ -36,6 +37,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %config.listen, clearml = %clearml.api_host, "listening; routes come from ClearML");
 
     let mut sync = Sync::new(client, routes, readiness, sync_settings(&config, &clearml));
+    if let Some(tcp) = &config.tcp {
+        let sessions = TcpSessions::new(
+            config.listen.ip(),
+            Some(tcp.ports.clone()),
+            forward_settings(&config),
+        );
+        sync = sync.with_tcp(Arc::new(sessions));
+    }
     let mut syncing = tokio::spawn(async move {
         sync.connect().await?;
         sync.run().await;
@@ -89,6 +98,16 @@ fn auth(client: Arc<ClearmlClient>, config: &Config) -> AuthSettings {
     }
 }
 
+/// How session ports connect: the HTTP connect timeout, and the same address policy.
+pub fn forward_settings(config: &Config) -> ForwardSettings {
+    let policy = config.http.upstream_policy.clone();
+    ForwardSettings {
+        connect_timeout: config.http.connect_timeout,
+        allow: Arc::new(move |ip| policy.permits(ip)),
+        ..ForwardSettings::default()
+    }
+}
+
 fn sync_settings(config: &Config, clearml: &ClearmlConfig) -> SyncSettings {
     let router_url = config.router_url.clone().unwrap_or_default();
     let mut settings = SyncSettings::new(
@@ -101,5 +120,11 @@ fn sync_settings(config: &Config, clearml: &ClearmlConfig) -> SyncSettings {
     settings.listen_queues = config.listen_queues.clone();
     settings.policy = config.http.upstream_policy.clone();
     settings.max_backoff = config.max_backoff;
+    settings.tcp = config.tcp.as_ref().and_then(|tcp| {
+        Some(TcpContext {
+            router_address: tcp.router_address.clone()?,
+            range: tcp.ports.clone(),
+        })
+    });
     settings
 }

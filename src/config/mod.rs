@@ -218,6 +218,13 @@ impl Config {
                 because: "when CLEARML_API_HOST is set: endpoints written to tasks are built from it",
             });
         }
+        let tcp = tcp(&raw)?;
+        if clearml.is_some() && tcp.as_ref().is_some_and(|t| t.router_address.is_none()) {
+            return Err(ConfigError::Missing {
+                var: "TCP_ROUTER_ADDRESS",
+                because: "when TCP_PORT_START and TCP_PORT_END are set: tasks are told to connect to it",
+            });
+        }
         let https = router_url
             .as_deref()
             .is_some_and(|u| u.starts_with("https://"));
@@ -237,7 +244,7 @@ impl Config {
             router_name: Value::of("ROUTER_NAME", &raw.router_name).string_or("main-router"),
             listen: SocketAddr::new(host, port),
             auth: auth(&raw, https || tls.is_some())?,
-            tcp: tcp(&raw)?,
+            tcp,
             listen_queues: Value::of("LISTEN_QUEUE_NAME", &raw.listen_queues).list(),
             poll_interval: Value::of("ROUTER__SYNC__POLL_INTERVAL_MS", &raw.poll_interval_ms)
                 .millis(2000, 100)?,

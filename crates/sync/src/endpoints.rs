@@ -195,3 +195,112 @@ mod tests {
         );
     }
 }
+
+/// One TCP endpoint a task asked for (CONTRACT §3, §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpEndpoint {
+    /// `None` for the default endpoint, `Some(name)` for `…__{name}`.
+    pub name: Option<String>,
+    /// The task's own host.
+    pub host: String,
+    /// The task's own port.
+    pub port: u16,
+    /// The session port a gateway gave it before (kept across restarts).
+    pub adopt: Option<u16>,
+}
+
+impl TcpEndpoint {
+    /// `""` or `"__{name}"`.
+    pub fn suffix(&self) -> String {
+        self.name
+            .as_ref()
+            .map(|n| format!("__{n}"))
+            .unwrap_or_default()
+    }
+}
+
+/// The TCP endpoints of a task's runtime, found by their `external_tcp_port{S}` keys, with
+/// or without `upstream_task_port{S}` (`clearml-session` writes none). An endpoint whose
+/// `external_address{S}` is `router_address`, whose port is in `range` and which has
+/// `upstream_task_address{S}` was given its port by a gateway: it is adopted with that port.
+pub fn tcp_endpoints(
+    runtime: &Runtime,
+    router_address: &str,
+    range: &std::ops::RangeInclusive<u16>,
+) -> (Vec<TcpEndpoint>, Vec<Skipped>) {
+    let mut endpoints = Vec::new();
+    let mut skipped = Vec::new();
+    for (key, value) in runtime {
+        let Some(suffix) = key.strip_prefix("external_tcp_port") else {
+            continue;
+        };
+        let name = match suffix {
+            "" => None,
+            _ => match suffix.strip_prefix("__") {
+                Some(name)
+                    if !name.is_empty() && is_valid_route_key(name) && !name.starts_with('_') =>
+                {
+                    Some(name.to_owned())
+                }
+                _ => continue,
+            },
+        };
+        match tcp_endpoint(name, suffix, value, runtime, router_address, range) {
+            Ok(endpoint) => endpoints.push(endpoint),
+            Err(reason) => skipped.push(Skipped {
+                key: key.clone(),
+                reason,
+            }),
+        }
+    }
+    endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    (endpoints, skipped)
+}
+
+fn tcp_endpoint(
+    name: Option<String>,
+    suffix: &str,
+    external_port: &Value,
+    runtime: &Runtime,
+    router_address: &str,
+    range: &std::ops::RangeInclusive<u16>,
+) -> Result<TcpEndpoint, String> {
+    let text = |key: String| {
+        runtime
+            .get(&key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .map(str::to_owned)
+    };
+    let external_address = text(format!("external_address{suffix}"));
+    let upstream_address = text(format!("upstream_task_address{suffix}"));
+    let upstream_port = runtime
+        .get(&format!("upstream_task_port{suffix}"))
+        .and_then(port_number);
+    let external_port = port_number(external_port).ok_or_else(|| {
+        format!("external_tcp_port{suffix} = {external_port}: expected a port number in 1..=65535")
+    })?;
+    let given_by_gateway = upstream_address.is_some()
+        && external_address.as_deref() == Some(router_address)
+        && range.contains(&external_port);
+    let (host, port, adopt) = if given_by_gateway {
+        let port = upstream_port
+            .ok_or_else(|| format!("upstream_task_port{suffix} is missing or not a port"))?;
+        (
+            upstream_address.unwrap_or_default(),
+            port,
+            Some(external_port),
+        )
+    } else {
+        let host =
+            external_address.ok_or_else(|| format!("external_address{suffix} is missing"))?;
+        (host, upstream_port.unwrap_or(external_port), None)
+    };
+    Upstream::from_host_port(&host, port).map_err(|err| format!("task address {host:?}: {err}"))?;
+    Ok(TcpEndpoint {
+        name,
+        host,
+        port,
+        adopt,
+    })
+}

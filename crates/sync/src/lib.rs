@@ -18,9 +18,11 @@ pub mod endpoints;
 pub mod plan;
 mod queues;
 mod run;
+mod sessions;
 mod settings;
 pub mod writeback;
 mod writer;
 
 pub use run::{Report, Sync, SyncError};
+pub use sessions::TcpContext;
 pub use settings::{BrowserEndpoint, SyncSettings};

@@ -10,7 +10,8 @@ use gateway_proxy::routes::is_valid_route_key;
 use gateway_proxy::{AddressPolicy, Route, RouteTable};
 use serde_json::Value;
 
-use crate::endpoints::{HttpEndpoint, http_endpoints};
+use crate::endpoints::{HttpEndpoint, http_endpoints, tcp_endpoints};
+use crate::sessions::{TcpContext, TcpWant, written_keys};
 use crate::settings::BrowserEndpoint;
 
 /// What a plan is made from besides the tasks.
@@ -28,15 +29,19 @@ pub struct PlanContext {
     pub queues: Option<HashSet<String>>,
     /// Where task addresses may point.
     pub policy: AddressPolicy,
+    /// TCP sessions; `None` when they are off.
+    pub tcp: Option<TcpContext>,
 }
 
-/// Runtime keys to set on one task.
+/// Runtime keys to set on one task, and keys to remove.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteBack {
     /// The task.
     pub task_id: String,
     /// The keys and the values they should have.
     pub keys: Runtime,
+    /// Keys to remove (`_ROUTER_ERROR{S}` once a session has its port).
+    pub remove: Vec<String>,
 }
 
 /// A task, or one of its entries, that could not be routed.
@@ -61,6 +66,8 @@ pub struct Plan {
     pub skipped: Vec<Skip>,
     /// Tasks that are this gateway's (running, in its queues).
     pub tasks: usize,
+    /// The TCP sessions wanted.
+    pub tcp: Vec<TcpWant>,
 }
 
 /// Plans the routes and write-backs for `tasks`, as `tasks.get_all` returned them.
@@ -175,6 +182,39 @@ fn plan_task(task: &TaskView<'_>, context: &PlanContext, plan: &mut Plan, routes
         plan.writes.push(WriteBack {
             task_id: task.id.to_owned(),
             keys: missing,
+            remove: Vec::new(),
+        });
+    }
+    plan_tcp(task, runtime, context, plan);
+}
+
+/// The task's TCP sessions, or one skip line when sessions are off.
+fn plan_tcp(task: &TaskView<'_>, runtime: &Runtime, context: &PlanContext, plan: &mut Plan) {
+    let Some(tcp) = &context.tcp else {
+        if runtime.keys().any(|k| k.starts_with("external_tcp_port")) {
+            plan.skipped.push(Skip {
+                task_id: task.id.to_owned(),
+                key: Some("external_tcp_port".to_owned()),
+                reason: "TCP sessions are off (TCP_PORT_START and TCP_PORT_END unset)".to_owned(),
+            });
+        }
+        return;
+    };
+    let (endpoints, skipped) = tcp_endpoints(runtime, &tcp.router_address, &tcp.range);
+    plan.skipped.extend(skipped.into_iter().map(|s| Skip {
+        task_id: task.id.to_owned(),
+        key: Some(s.key),
+        reason: s.reason,
+    }));
+    for endpoint in endpoints {
+        let current: Runtime = written_keys(&endpoint.suffix())
+            .into_iter()
+            .filter_map(|key| runtime.get(&key).map(|value| (key, value.clone())))
+            .collect();
+        plan.tcp.push(TcpWant {
+            task_id: task.id.to_owned(),
+            endpoint,
+            current,
         });
     }
 }

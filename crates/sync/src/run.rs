@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use gateway_clearml::{ApiVersion, ClearmlClient, ClearmlError, GetAllTasks};
 use gateway_proxy::{Readiness, RouteStore, RouteTable};
+use gateway_tcp::{Placement, TcpSessions};
 use serde_json::Value;
 
-use crate::plan::{Plan, PlanContext, Skip, plan};
+use crate::plan::{Plan, PlanContext, Skip, WriteBack, plan};
 use crate::queues::QueueFilter;
+use crate::sessions::{TcpWant, tcp_writebacks};
 use crate::settings::SyncSettings;
 use crate::writer::Writer;
 
@@ -88,6 +90,8 @@ pub struct Sync {
     settings: SyncSettings,
     queues: QueueFilter,
     writer: Writer,
+    sessions: Option<Arc<TcpSessions>>,
+    waiting_for_port: HashSet<String>,
     reported: HashSet<Skip>,
     outage: Option<Outage>,
 }
@@ -116,9 +120,17 @@ impl Sync {
                 settings.poll_interval,
             ),
             settings,
+            sessions: None,
+            waiting_for_port: HashSet::new(),
             reported: HashSet::new(),
             outage: None,
         }
+    }
+
+    /// Opens and closes TCP session ports with `sessions` (with `SyncSettings::tcp` set).
+    pub fn with_tcp(mut self, sessions: Arc<TcpSessions>) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     /// Logs in for the first time. While ClearML cannot be reached this keeps trying; if it
@@ -189,14 +201,16 @@ impl Sync {
             browser_endpoint: self.settings.browser_endpoint,
             queues: self.queues.ids(),
             policy: self.settings.policy.clone(),
+            tcp: self.settings.tcp.clone(),
         };
         // Planning thousands of tasks is CPU work: keep it off the request threads.
         let planned = tokio::task::spawn_blocking(move || plan(tasks, &context)).await;
         let Ok(Plan {
             table,
-            writes,
+            mut writes,
             skipped,
             tasks,
+            tcp,
         }) = planned
         else {
             tracing::error!("planning the route table failed; keeping the current one");
@@ -205,6 +219,15 @@ impl Sync {
         self.report_skips(skipped);
         let routes = table.len();
         let changed = self.publish(table).await;
+        if let (Some(sessions), Some(context)) = (self.sessions.clone(), self.settings.tcp.clone())
+        {
+            let placements = sessions
+                .apply(tcp.iter().map(TcpWant::wanted).collect())
+                .await;
+            self.report_exhausted(&placements);
+            writes.extend(tcp_writebacks(&tcp, &placements, &context));
+        }
+        let writes = merge_by_task(writes);
         self.readiness.set_ready(true);
         let writes_started = self.writer.submit(writes, listed_at);
         Ok(Report {
@@ -245,9 +268,17 @@ impl Sync {
         let mut seen = HashSet::new();
         tasks.retain(|task| seen.insert(task_id(task).to_owned()));
         let current = self.routes.snapshot();
+        let session_keys = match &self.sessions {
+            Some(sessions) => sessions.keys().await,
+            None => Vec::new(),
+        };
+        let session_tasks = session_keys
+            .iter()
+            .map(|key| key.split_once("__").map_or(key.as_str(), |(task, _)| task));
         let unlisted: HashSet<&str> = current
             .iter()
             .map(|route| route.task_id())
+            .chain(session_tasks)
             .filter(|id| !seen.contains(*id))
             .collect();
         if !unlisted.is_empty() {
@@ -276,6 +307,20 @@ impl Sync {
         drop(current);
         self.routes.replace(table).await;
         true
+    }
+
+    /// Says when sessions start waiting for a port, once, not at every poll.
+    fn report_exhausted(&mut self, placements: &std::collections::HashMap<String, Placement>) {
+        let waiting: HashSet<String> = placements
+            .iter()
+            .filter(|(_, p)| **p == Placement::Exhausted)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let new: Vec<&String> = waiting.difference(&self.waiting_for_port).collect();
+        if !new.is_empty() {
+            tracing::warn!(sessions = ?new, "the TCP session port range is exhausted: these wait for a port, and their tasks get _ROUTER_ERROR");
+        }
+        self.waiting_for_port = waiting;
     }
 
     /// Logs each skipped entry once, for as long as it stays skipped.
@@ -325,6 +370,25 @@ impl Sync {
             );
         }
     }
+}
+
+/// One write-back per task: the HTTP and TCP keys of a task go in one write.
+fn merge_by_task(writes: Vec<WriteBack>) -> Vec<WriteBack> {
+    let mut merged: Vec<WriteBack> = Vec::with_capacity(writes.len());
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for write in writes {
+        match index.get(&write.task_id) {
+            Some(&at) => {
+                merged[at].keys.extend(write.keys);
+                merged[at].remove.extend(write.remove);
+            }
+            None => {
+                index.insert(write.task_id.clone(), merged.len());
+                merged.push(write);
+            }
+        }
+    }
+    merged
 }
 
 fn log_changes(old: &RouteTable, new: &RouteTable) {

@@ -38,6 +38,8 @@ pub struct SyncSettings {
     pub queue_refresh: Duration,
     /// Write-backs in flight at once.
     pub write_concurrency: usize,
+    /// TCP sessions; `None` when they are off.
+    pub tcp: Option<crate::sessions::TcpContext>,
 }
 
 impl SyncSettings {
@@ -55,6 +57,7 @@ impl SyncSettings {
             max_backoff: Duration::from_secs(30),
             queue_refresh: Duration::from_secs(60),
             write_concurrency: 8,
+            tcp: None,
         }
     }
 }

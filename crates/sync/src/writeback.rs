@@ -40,7 +40,7 @@ pub async fn write_back(
     match mode {
         WriteMode::EditRuntime => {
             client
-                .tasks_edit_runtime(&write.task_id, &write.keys, &[])
+                .tasks_edit_runtime(&write.task_id, &write.keys, &write.remove)
                 .await?;
             Ok(())
         }
@@ -51,16 +51,19 @@ pub async fn write_back(
 async fn read_modify_write(client: &ClearmlClient, write: &WriteBack) -> Result<(), WriteError> {
     for _ in 0..3 {
         let current = client.task_runtime(&write.task_id).await?;
-        if holds(&current, &write.keys) {
+        if holds(&current, write) {
             return Ok(());
         }
         let mut merged = current;
         merged.extend(write.keys.clone());
+        for key in &write.remove {
+            merged.remove(key);
+        }
         client
             .tasks_replace_runtime(&write.task_id, &merged)
             .await?;
         let after = client.task_runtime(&write.task_id).await?;
-        if holds(&after, &write.keys) {
+        if holds(&after, write) {
             return Ok(());
         }
         tracing::debug!(task = %write.task_id, "the runtime changed during the write-back; writing again");
@@ -68,7 +71,11 @@ async fn read_modify_write(client: &ClearmlClient, write: &WriteBack) -> Result<
     Err(WriteError::Contended)
 }
 
-fn holds(runtime: &Runtime, keys: &Runtime) -> bool {
-    keys.iter()
+/// Whether the runtime has the write's keys, and none of those it removes.
+fn holds(runtime: &Runtime, write: &WriteBack) -> bool {
+    write
+        .keys
+        .iter()
         .all(|(key, value)| runtime.get(key) == Some(value))
+        && write.remove.iter().all(|key| !runtime.contains_key(key))
 }

@@ -114,6 +114,11 @@ impl TcpSessions {
         placements
     }
 
+    /// The keys of the open sessions.
+    pub async fn keys(&self) -> Vec<String> {
+        self.state.lock().await.active.keys().cloned().collect()
+    }
+
     /// Ports open now.
     pub async fn ports_in_use(&self) -> usize {
         self.state.lock().await.active.len()

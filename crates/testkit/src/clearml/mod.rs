@@ -306,6 +306,26 @@ impl TaskSpec {
         self.named_http_endpoint(None, address, port)
     }
 
+    /// As `request_external_endpoint(port, protocol="tcp")` leaves it (`upstream_task_port`
+    /// set) or, with `sdk: false`, as `clearml-session` does (without it).
+    pub fn tcp_endpoint(mut self, name: Option<&str>, address: &str, port: u16, sdk: bool) -> Self {
+        let suffix = name.map(|n| format!("__{n}")).unwrap_or_default();
+        self.runtime
+            .insert(format!("_SERVICE{suffix}"), json!("EXTERNAL_TCP"));
+        self.runtime
+            .insert(format!("external_address{suffix}"), json!(address));
+        self.runtime
+            .insert(format!("external_tcp_port{suffix}"), json!(port));
+        if sdk {
+            self.runtime
+                .insert(format!("upstream_task_port{suffix}"), json!(port));
+        }
+        if !self.system_tags.iter().any(|t| t == "external_service") {
+            self.system_tags.push("external_service".to_owned());
+        }
+        self
+    }
+
     /// The same for a named endpoint (`_PORT__{name}` …), or the default with `None`.
     pub fn named_http_endpoint(mut self, name: Option<&str>, address: &str, port: u16) -> Self {
         let suffix = name.map(|n| format!("__{n}")).unwrap_or_default();
