@@ -10,6 +10,7 @@ mod config;
 mod logging;
 mod mode;
 mod signals;
+mod standalone;
 
 use std::process::ExitCode;
 

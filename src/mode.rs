@@ -4,16 +4,13 @@
 //! Standalone: a fixed table from `--routes FILE`, re-read on SIGHUP, nothing authenticated.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::Context as _;
-use gateway_proxy::{Drain, Gateway, Readiness, RouteStore, RouteTable, Server};
-use tokio::net::TcpListener;
+use gateway_proxy::Drain;
 
 use crate::clearml;
 use crate::config::Config;
-use crate::config::routes_file::{self, RoutesFileError};
-use crate::signals;
+use crate::config::routes_file::{self, Routes, RoutesFileError};
+use crate::standalone;
 
 /// Why the gateway cannot decide what to serve.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +42,8 @@ pub enum Mode {
     Standalone {
         /// The routes file, re-read on SIGHUP.
         path: PathBuf,
-        /// Its routes, as read at start.
-        table: RouteTable,
+        /// Its routes and TCP ports, as read at start.
+        routes: Routes,
     },
 }
 
@@ -61,7 +58,7 @@ impl Mode {
             (Some(_), None) => Ok(Mode::Clearml),
             (None, None) => Err(ModeError::NothingToServe),
             (None, Some(path)) => Ok(Mode::Standalone {
-                table: routes_file::load(path)?,
+                routes: routes_file::load(path)?,
                 path: path.to_owned(),
             }),
         }
@@ -71,9 +68,10 @@ impl Mode {
     pub fn describe(&self) -> String {
         match self {
             Mode::Clearml => "clearml: routes from the tasks that asked for endpoints".to_owned(),
-            Mode::Standalone { path, table } => format!(
-                "standalone: {} route(s) from {}, not authenticated",
-                table.len(),
+            Mode::Standalone { path, routes } => format!(
+                "standalone: {} route(s) and {} TCP port(s) from {}, not authenticated",
+                routes.table.len(),
+                routes.tcp.len(),
                 path.display()
             ),
         }
@@ -83,60 +81,7 @@ impl Mode {
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
         match self {
             Mode::Clearml => clearml::run(config).await,
-            Mode::Standalone { path, table } => run_standalone(config, path, table).await,
-        }
-    }
-}
-
-async fn run_standalone(config: Config, path: PathBuf, table: RouteTable) -> anyhow::Result<()> {
-    let routes = Arc::new(RouteStore::new(table));
-    let readiness = Arc::new(Readiness::default());
-    let gateway = Gateway::builder(Arc::clone(&routes))
-        .settings(config.http.clone())
-        .readiness(Arc::clone(&readiness))
-        .build();
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::warn!(
-        "standalone mode: requests are not authenticated; anyone who can reach {} reaches every route",
-        config.listen
-    );
-    tracing::info!(
-        address = %config.listen,
-        routes = routes.snapshot().len(),
-        file = %path.display(),
-        "listening"
-    );
-    readiness.set_ready(true);
-    tokio::spawn(reload_on_sighup(path, Arc::clone(&routes)));
-    let drain = Server::new(gateway)
-        .serve(listener, signals::shutdown())
-        .await;
-    report(drain);
-    Ok(())
-}
-
-/// Re-reads the routes file on every SIGHUP; a broken file keeps the table being served.
-async fn reload_on_sighup(path: PathBuf, routes: Arc<RouteStore>) {
-    let Some(mut hangups) = signals::reloads() else {
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        // Reading and parsing a large file is blocking work: keep it off the request threads.
-        let file = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || routes_file::load(&file)).await;
-        let Ok(loaded) = loaded else {
-            tracing::error!("reading the routes file failed; still serving the previous routes");
-            continue;
-        };
-        match loaded {
-            Ok(table) => {
-                let count = table.len();
-                routes.replace(table).await;
-                tracing::info!(routes = count, file = %path.display(), "routes reloaded");
-            }
-            Err(err) => tracing::error!("{err}; still serving the previous routes"),
+            Mode::Standalone { path, routes } => standalone::run(config, path, routes).await,
         }
     }
 }

@@ -239,3 +239,16 @@ async fn with_sessions_off_tcp_endpoints_are_ignored_with_one_line() {
     );
     assert!(!server.runtime(&id).contains_key("upstream_task_address"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_tcp_entries_listen_and_forward() {
+    let echo = tcp_echo().await;
+    let port = *free_range(1).start();
+    let routes = format!(
+        "[[tcp]]\nport = {port}\nupstream = \"127.0.0.1:{}\"\n",
+        echo.addr().port()
+    );
+    let gw = gateway(BIN).routes_toml(routes).start().await;
+    assert_eq!(echo_through(port, b"standalone").await, b"standalone");
+    assert!(gw.logs().contains("tcp_ports=1"), "{}", gw.logs());
+}

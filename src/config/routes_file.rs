@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use gateway_proxy::{Route, RouteTable, Upstream, routes::is_valid_route_key};
+use gateway_tcp::{PortChoice, Target, Wanted};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -58,14 +59,21 @@ struct RouteEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TcpEntry {
-    #[allow(dead_code)]
-    port: u16,
-    #[allow(dead_code)]
-    upstream: String,
+    port: Spanned<u16>,
+    upstream: Spanned<String>,
 }
 
-/// Reads the routes file at `path` into a route table.
-pub fn load(path: &Path) -> Result<RouteTable, RoutesFileError> {
+/// What a routes file serves.
+#[derive(Debug, Default)]
+pub struct Routes {
+    /// The HTTP routes.
+    pub table: RouteTable,
+    /// The TCP ports, each forwarded to its `host:port`.
+    pub tcp: Vec<Wanted>,
+}
+
+/// Reads the routes file at `path`.
+pub fn load(path: &Path) -> Result<Routes, RoutesFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| RoutesFileError::Read {
         path: path.to_owned(),
         source,
@@ -82,18 +90,65 @@ pub fn load(path: &Path) -> Result<RouteTable, RoutesFileError> {
 }
 
 /// Parses routes-file text; on error, where in the text and what.
-fn parse(text: &str) -> Result<RouteTable, (Range<usize>, String)> {
+fn parse(text: &str) -> Result<Routes, (Range<usize>, String)> {
     let shape: FileShape = toml::from_str(text)
         .map_err(|err| (err.span().unwrap_or(0..0), err.message().trim().to_owned()))?;
-    if let Some(tcp) = shape.tcp.first() {
-        return Err((
-            tcp.span(),
-            "[[tcp]] entries are not served by this version of the gateway".to_owned(),
-        ));
+    let tcp = tcp_entries(text, shape.tcp)?;
+    let table = route_entries(text, shape.route)?;
+    Ok(Routes { table, tcp })
+}
+
+/// `[[tcp]]`: `port` listens, `upstream` is `host:port`.
+fn tcp_entries(
+    text: &str,
+    entries: Vec<Spanned<TcpEntry>>,
+) -> Result<Vec<Wanted>, (Range<usize>, String)> {
+    let mut seen: HashMap<u16, Range<usize>> = HashMap::new();
+    let mut wanted = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let entry = entry.into_inner();
+        let (port, port_span) = (*entry.port.get_ref(), entry.port.span());
+        if port == 0 {
+            return Err((port_span, "port must be in 1..=65535".to_owned()));
+        }
+        if let Some(first) = seen.get(&port) {
+            let (first_line, _) = line_and_column(text, first.start);
+            return Err((
+                port_span,
+                format!("port {port} is already used on line {first_line}"),
+            ));
+        }
+        let upstream = entry.upstream.get_ref();
+        let bad = |why: String| (entry.upstream.span(), format!("upstream: {why}"));
+        let (host, upstream_port) = upstream
+            .rsplit_once(':')
+            .and_then(|(host, port)| {
+                Some((host.trim_matches(['[', ']']), port.parse::<u16>().ok()?))
+            })
+            .ok_or_else(|| bad(format!("expected host:port, got {upstream:?}")))?;
+        Upstream::from_host_port(host, upstream_port).map_err(|err| bad(err.to_string()))?;
+        seen.insert(port, port_span);
+        wanted.push(Wanted {
+            target: Target {
+                key: format!("tcp:{port}"),
+                host: host.to_owned(),
+                port: upstream_port,
+            },
+            port: PortChoice::Fixed(port),
+        });
     }
+    Ok(wanted)
+}
+
+/// `[[route]]`: `id` is served at `/service/{id}/`, forwarded to `upstream`.
+fn route_entries(
+    text: &str,
+    entries: Vec<Spanned<RouteEntry>>,
+) -> Result<RouteTable, (Range<usize>, String)> {
+    let shape_route = entries;
     let mut seen: HashMap<String, Range<usize>> = HashMap::new();
-    let mut routes = Vec::with_capacity(shape.route.len());
-    for entry in shape.route {
+    let mut routes = Vec::with_capacity(shape_route.len());
+    for entry in shape_route {
         let entry = entry.into_inner();
         let (id, id_span) = (entry.id.get_ref(), entry.id.span());
         if !is_valid_route_key(id) {
@@ -138,7 +193,7 @@ mod tests {
 
     #[test]
     fn the_contract_example_parses() {
-        let table = parse(
+        let Routes { table, tcp } = parse(
             r#"
 [[route]]
 id = "demo"                        # served at /service/demo/
@@ -147,9 +202,19 @@ upstream = "http://127.0.0.1:8000"
 [[route]]
 id = "abc__jupyter"
 upstream = "http://10.0.0.5:8888/"
+
+[[tcp]]
+port = 10022                       # listens here
+upstream = "127.0.0.1:22"
 "#,
         )
         .unwrap();
+        assert_eq!(tcp.len(), 1);
+        assert_eq!(tcp[0].port, PortChoice::Fixed(10022));
+        assert_eq!(
+            (tcp[0].target.host.as_str(), tcp[0].target.port),
+            ("127.0.0.1", 22)
+        );
         assert_eq!(table.len(), 2);
         assert_eq!(
             table.lookup("demo").unwrap().upstream().to_string(),
@@ -160,7 +225,7 @@ upstream = "http://10.0.0.5:8888/"
 
     #[test]
     fn an_empty_file_is_an_empty_table() {
-        assert!(parse("").unwrap().is_empty());
+        assert!(parse("").unwrap().table.is_empty());
     }
 
     #[test]
@@ -185,7 +250,15 @@ upstream = "http://10.0.0.5:8888/"
                 .contains("unknown field `port`")
         );
         assert!(error_of("[[route]\n").starts_with("1:"));
-        assert!(error_of("[[route]]\nid = \"a\"\nupstream = 'http://x:1'\n[[tcp]]\nport = 10022\nupstream = \"127.0.0.1:22\"\n")
-            .starts_with("4:1: [[tcp]] entries"));
+        assert!(
+            error_of("[[tcp]]\nport = 10022\nupstream = \"127.0.0.1\"\n")
+                .starts_with("3:12: upstream: expected host:port")
+        );
+        assert!(
+            error_of(
+                "[[tcp]]\nport = 1\nupstream = \"h:2\"\n[[tcp]]\nport = 1\nupstream = \"h:3\"\n"
+            )
+            .starts_with("5:8: port 1 is already used on line 2")
+        );
     }
 }
