@@ -89,6 +89,7 @@ fn auth(client: Arc<ClearmlClient>, config: &Config) -> AuthSettings {
         ttl: auth.cache_ttl,
         denial_ttl: auth.denial_ttl,
         capacity: auth.cache_entries,
+        max_asking: gateway_auth::AuthSettings::default().max_asking,
         local_secret: auth.jwks_key.as_ref().map(|key| key.expose().clone()),
     };
     AuthSettings {

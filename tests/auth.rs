@@ -390,3 +390,93 @@ async fn with_the_servers_token_secret_tokens_are_checked_locally() {
         "no server call to identify"
     );
 }
+
+#[tokio::test]
+async fn a_cookie_sent_along_with_someone_elses_bearer_token_never_reaches_the_task() {
+    let app = backend::echo().await;
+    let w = world(&app.url(), &[]).await;
+    let victim_user = w.server.add_user("victim");
+    let victim = w.server.token_for(&victim_user);
+    let attacker = w.server.token_for(&w.server.add_user("attacker"));
+    let path = format!("/service/{}/steal", w.task);
+
+    // An empty auth cookie first, then the victim's: the victim's counts, and is stripped.
+    let c = client(w.gw.addr()).bearer(&attacker);
+    let request = c
+        .request(Method::GET, &path)
+        .header("cookie", format!("{COOKIE}=; {COOKIE}={victim}"))
+        .body(empty())
+        .unwrap();
+    let seen = c.send(request).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert!(
+        !seen.text().contains(&victim),
+        "the victim's token reached the task: {}",
+        seen.text()
+    );
+    assert_eq!(
+        seen.json()["headers"]["x-clearml-user"][0],
+        victim_user.as_str()
+    );
+
+    // A header the gateway cannot read as text, hiding the victim's cookie: no fall-back.
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {attacker}\r\nConnection: close\r\nCookie: z="
+    );
+    let mut raw = request.into_bytes();
+    raw.extend_from_slice(b"\xc3\xa9; ");
+    raw.extend_from_slice(format!("{COOKIE}={victim}\r\n\r\n").as_bytes());
+    let answer = raw_exchange(w.gw.addr(), &raw).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert_eq!(
+        app.seen().len(),
+        1,
+        "only the first request reached the task"
+    );
+}
+
+#[tokio::test]
+async fn a_task_cannot_set_the_auth_cookie() {
+    let app = backend::fixed(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: clearml_token_basic=ATTACKER; Path=/\r\n\
+          Set-Cookie: app=1; Path=/\r\n\r\nok",
+    )
+    .await;
+    let w = world(&app.url(), &[]).await;
+    let token = w.server.token_for(&w.server.add_user("alice"));
+    let reply = client(w.gw.addr())
+        .bearer(&token)
+        .get(&format!("/service/{}/", w.task))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let cookies: Vec<&str> = reply
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(cookies, ["app=1; Path=/"]);
+}
+
+#[tokio::test]
+async fn a_refusal_other_than_401_is_a_denial_and_cached() {
+    let app = backend::echo().await;
+    let w = world(&app.url(), &[]).await;
+    let token = w.server.token_for(&w.server.add_user("alice"));
+    let path = format!("/service/{}/", w.task);
+    w.server.fail_next(1, Fault::Refusal(400, 12));
+    let first = client(w.gw.addr()).bearer(&token).get(&path).await;
+    assert_eq!(first.status, StatusCode::UNAUTHORIZED, "{}", first.text());
+    let calls = w.server.calls("users.get_current_user");
+    let second = client(w.gw.addr()).bearer(&token).get(&path).await;
+    assert_eq!(
+        second.status,
+        StatusCode::UNAUTHORIZED,
+        "the no is kept a few seconds"
+    );
+    assert_eq!(
+        w.server.calls("users.get_current_user"),
+        calls,
+        "and not asked again"
+    );
+}

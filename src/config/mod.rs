@@ -322,15 +322,21 @@ fn auth(raw: &RawEnv, secure_by_default: bool) -> Result<AuthConfig, ConfigError
     let jwks = Value::of("AUTH_BASE64_JWKS_KEY", &raw.jwks_key);
     let jwks_key = match jwks.text {
         None => None,
-        Some(text) => Some(Secret(
-            base64::engine::general_purpose::STANDARD
+        Some(text) => {
+            let invalid = || ConfigError::Invalid {
+                var: "AUTH_BASE64_JWKS_KEY",
+                value: "(not shown)".to_owned(),
+                expected: "the base64 of the ClearML server's token secret, at least 16 bytes"
+                    .to_owned(),
+            };
+            let key = base64::engine::general_purpose::STANDARD
                 .decode(text)
-                .map_err(|_| ConfigError::Invalid {
-                    var: "AUTH_BASE64_JWKS_KEY",
-                    value: "(not shown)".to_owned(),
-                    expected: "the base64 of the ClearML server's token secret".to_owned(),
-                })?,
-        )),
+                .map_err(|_| invalid())?;
+            if key.len() < 16 {
+                return Err(invalid());
+            }
+            Some(Secret(key))
+        }
     };
     let entries = Value::of("ROUTER__AUTH__CACHE_ENTRIES", &raw.auth_cache_entries)
         .number(100_000, 1, "entries")?;

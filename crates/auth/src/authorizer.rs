@@ -1,11 +1,14 @@
 //! ClearML's answer to "who is this, and may they see that task" (CONTRACT §7), with the
 //! decisions cached and concurrent questions about one token asked once.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gateway_clearml::{Claims, ClearmlClient, ClearmlError};
 use gateway_proxy::{Authorizer, Denial, Identity, Verdict};
+use tokio::sync::Semaphore;
 
 use crate::cache::{DecisionCache, TokenHasher};
 use crate::flight::Flights;
@@ -20,6 +23,9 @@ pub struct AuthSettings {
     pub denial_ttl: Duration,
     /// Most decisions kept, per kind (identities, task visibility).
     pub capacity: usize,
+    /// Most questions to ClearML at once; past it, new tokens get 503 rather than a flood of
+    /// made-up tokens reaching the server.
+    pub max_asking: usize,
     /// The server's token secret (`AUTH_BASE64_JWKS_KEY`, decoded): check signatures and
     /// expiry locally instead of asking `users.get_current_user`.
     pub local_secret: Option<Vec<u8>>,
@@ -31,6 +37,7 @@ impl Default for AuthSettings {
             ttl: Duration::from_secs(60),
             denial_ttl: Duration::from_secs(5),
             capacity: 100_000,
+            max_asking: 256,
             local_secret: None,
         }
     }
@@ -51,6 +58,8 @@ struct Inner {
     visibility: DecisionCache<Decision<()>>,
     identity_flights: Flights<Decision<Identity>>,
     visibility_flights: Flights<Decision<()>>,
+    asking: Semaphore,
+    last_unavailable_warning: AtomicU64,
 }
 
 impl ClearmlAuthorizer {
@@ -60,12 +69,14 @@ impl ClearmlAuthorizer {
         Self {
             inner: Arc::new(Inner {
                 client,
+                asking: Semaphore::new(settings.max_asking.max(1)),
                 settings,
                 hasher: TokenHasher::new(),
                 identities: DecisionCache::new(capacity),
                 visibility: DecisionCache::new(capacity),
                 identity_flights: Flights::new(),
                 visibility_flights: Flights::new(),
+                last_unavailable_warning: AtomicU64::new(0),
             }),
         }
     }
@@ -83,12 +94,8 @@ impl Authorizer for ClearmlAuthorizer {
             Err(denial) => return Verdict::Ready(Err(denial)),
         };
         if let Some(secret) = &inner.settings.local_secret {
-            let decided = if local::signature_valid(token, secret) {
-                identity_from_claims(&claims, key)
-            } else {
-                Err(Denial::Unauthenticated("token signature invalid"))
-            };
-            inner.remember_identity(key, &decided, claims.exp);
+            let decided = local_identity(token, &claims, secret, key);
+            inner.remember(&inner.identities, key, &decided, claims.exp);
             return Verdict::Ready(decided);
         }
         let inner = Arc::clone(inner);
@@ -97,8 +104,12 @@ impl Authorizer for ClearmlAuthorizer {
             let flights = &inner.identity_flights;
             flights
                 .run(key, || async {
-                    let decided = inner.ask_identity(&token, key, claims.exp).await;
-                    inner.remember_identity(key, &decided, claims.exp);
+                    // A caller that missed the cache just as the last call finished finds it here.
+                    if let Some(decided) = inner.identities.get(key) {
+                        return decided;
+                    }
+                    let decided = inner.ask(inner.ask_identity(&token, key, claims.exp)).await;
+                    inner.remember(&inner.identities, key, &decided, claims.exp);
                     decided
                 })
                 .await
@@ -112,7 +123,7 @@ impl Authorizer for ClearmlAuthorizer {
         task_id: &str,
         owner: Option<&str>,
     ) -> Verdict<()> {
-        if owner == Some(&*identity.user) {
+        if owner.is_some_and(|owner| !owner.is_empty() && owner == &*identity.user) {
             return Verdict::Ready(Ok(()));
         }
         let inner = &self.inner;
@@ -121,17 +132,23 @@ impl Authorizer for ClearmlAuthorizer {
             return Verdict::Ready(decided);
         }
         let inner = Arc::clone(inner);
-        let (token, task_id, expires_at) =
-            (token.to_owned(), task_id.to_owned(), identity.expires_at);
+        let (token, task_id) = (token.to_owned(), task_id.to_owned());
+        let expires_at = identity.expires_at;
         Verdict::Pending(Box::pin(async move {
             let flights = &inner.visibility_flights;
             flights
                 .run(key, || async {
-                    let decided = match inner.client.task_visible_to(&token, &task_id).await {
-                        Ok(true) => Ok(()),
-                        Ok(false) => Err(Denial::Forbidden),
-                        Err(err) => denial_for(&err, "task visibility"),
+                    if let Some(decided) = inner.visibility.get(key) {
+                        return decided;
+                    }
+                    let asking = async {
+                        match inner.client.task_visible_to(&token, &task_id).await {
+                            Ok(true) => Ok(()),
+                            Ok(false) => Err(Denial::Forbidden),
+                            Err(err) => Err(inner.denial_for(&err, Denial::Forbidden)),
+                        }
                     };
+                    let decided = inner.ask(asking).await;
                     inner.remember(&inner.visibility, key, &decided, expires_at);
                     decided
                 })
@@ -141,6 +158,15 @@ impl Authorizer for ClearmlAuthorizer {
 }
 
 impl Inner {
+    /// Runs a question to ClearML if fewer than `max_asking` are under way; else fails closed.
+    async fn ask<T>(&self, question: impl Future<Output = Decision<T>>) -> Decision<T> {
+        let Ok(_permit) = self.asking.try_acquire() else {
+            self.warn_unavailable("too many token checks under way");
+            return Err(Denial::Unavailable);
+        };
+        question.await
+    }
+
     async fn ask_identity(
         &self,
         token: &str,
@@ -148,17 +174,46 @@ impl Inner {
         expires_at: Option<u64>,
     ) -> Decision<Identity> {
         match self.client.current_user(token).await {
-            Ok(user) => Ok(Identity {
+            Ok(user) if !user.id.is_empty() => Ok(Identity {
                 user: user.id.into(),
                 expires_at,
                 token_key: key,
             }),
-            Err(err) => denial_for(&err, "users.get_current_user"),
+            Ok(_) => Err(Denial::Unauthenticated("token without a user")),
+            Err(err) => {
+                Err(self.denial_for(&err, Denial::Unauthenticated("token refused by ClearML")))
+            }
         }
     }
 
-    fn remember_identity(&self, key: u64, decided: &Decision<Identity>, expires_at: Option<u64>) {
-        self.remember(&self.identities, key, decided, expires_at);
+    /// 401 refuses the token; 403, or any other answer a ClearML server would not give
+    /// again if asked again, is `refusal`; only an outage (no answer, 5xx) means the server
+    /// could not be asked, and the request fails closed.
+    fn denial_for(&self, err: &ClearmlError, refusal: Denial) -> Denial {
+        match err.result() {
+            Some((401, _)) => Denial::Unauthenticated("token refused by ClearML"),
+            Some((403, _)) => Denial::Forbidden,
+            _ if !err.is_transient() => refusal,
+            _ => {
+                self.warn_unavailable(&err.to_string());
+                Denial::Unavailable
+            }
+        }
+    }
+
+    /// One warning every ten seconds at most: an outage must not flood the log.
+    fn warn_unavailable(&self, reason: &str) {
+        let now = now_secs();
+        let last = self.last_unavailable_warning.load(Ordering::Relaxed);
+        let due = now >= last + 10;
+        if due
+            && self
+                .last_unavailable_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(reason, "ClearML cannot check tokens now; new ones get 503");
+        }
     }
 
     /// A yes for the TTL but never past the token's expiry; a refusal for the denial TTL;
@@ -192,7 +247,14 @@ fn local_checks(token: &str) -> Result<Claims, Denial> {
     Ok(claims)
 }
 
-fn identity_from_claims(claims: &Claims, key: u64) -> Decision<Identity> {
+/// With the server's secret: a valid HS256 signature, an `exp`, and a user.
+fn local_identity(token: &str, claims: &Claims, secret: &[u8], key: u64) -> Decision<Identity> {
+    if !local::signature_valid(token, secret) {
+        return Err(Denial::Unauthenticated("token signature invalid"));
+    }
+    if claims.exp.is_none() {
+        return Err(Denial::Unauthenticated("token without an expiry"));
+    }
     let user = claims
         .identity
         .as_ref()
@@ -206,19 +268,10 @@ fn identity_from_claims(claims: &Claims, key: u64) -> Decision<Identity> {
     })
 }
 
-/// A 401 from the server refuses the token; anything else means the server could not
-/// answer, and the request fails closed.
-fn denial_for<T>(err: &ClearmlError, call: &'static str) -> Decision<T> {
-    if err.is_unauthorized() {
-        return Err(Denial::Unauthenticated("token refused by ClearML"));
-    }
-    tracing::warn!(call, error = %err, "ClearML could not check a token; answering 503");
-    Err(Denial::Unavailable)
-}
-
+/// How long until `expires_at`, a second short (the clock reads whole seconds).
 fn until_expiry(expires_at: Option<u64>) -> Duration {
     expires_at.map_or(Duration::MAX, |exp| {
-        Duration::from_secs(exp.saturating_sub(now_secs()))
+        Duration::from_secs(exp.saturating_sub(now_secs()).saturating_sub(1))
     })
 }
 

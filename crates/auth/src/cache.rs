@@ -90,6 +90,9 @@ impl<V: Clone> DecisionCache<V> {
             .map(|e| (e.value().1, *e.key()))
             .collect();
         let count = excess.max(self.capacity / 10).min(soonest.len());
+        if count == 0 {
+            return;
+        }
         soonest.select_nth_unstable_by_key(count.saturating_sub(1), |(until, _)| *until);
         for (_, key) in soonest.into_iter().take(count) {
             self.entries.remove(&key);

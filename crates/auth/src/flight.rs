@@ -31,14 +31,13 @@ impl<V: Clone> Flights<V> {
             let mut inflight = self.lock();
             Arc::clone(inflight.entry(key).or_default())
         };
+        let leaving = Leaving {
+            flights: self,
+            key,
+            cell: &cell,
+        };
         let value = cell.get_or_init(make).await.clone();
-        let mut inflight = self.lock();
-        if inflight
-            .get(&key)
-            .is_some_and(|current| Arc::ptr_eq(current, &cell))
-        {
-            inflight.remove(&key);
-        }
+        drop(leaving);
         value
     }
 
@@ -47,6 +46,32 @@ impl<V: Clone> Flights<V> {
         self.inflight
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Takes a call off the map when it is done, or when its last caller goes away before it is
+/// (a client that disconnected while waiting): nothing stays behind either way.
+struct Leaving<'a, V> {
+    flights: &'a Flights<V>,
+    key: u64,
+    cell: &'a Arc<OnceCell<V>>,
+}
+
+impl<V> Drop for Leaving<'_, V> {
+    fn drop(&mut self) {
+        let mut inflight = self
+            .flights
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let ours = inflight
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, self.cell));
+        // The map and this caller hold the cell: nobody else is waiting on it.
+        let last = Arc::strong_count(self.cell) <= 2;
+        if ours && (self.cell.initialized() || last) {
+            inflight.remove(&self.key);
+        }
     }
 }
 
@@ -86,5 +111,33 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(flights.lock().is_empty(), "nothing stays in flight");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_that_go_away_leave_nothing_behind() {
+        let flights = Arc::new(Flights::<u32>::new());
+        let waiting_on = Arc::clone(&flights);
+        let flights_of = |flights: &Arc<Flights<u32>>, key| flights.lock().contains_key(&key);
+        for key in 0..100 {
+            let flights = Arc::clone(&flights);
+            let waiting = tokio::spawn(async move {
+                flights
+                    .run(key, || async {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        1
+                    })
+                    .await
+            });
+            while !flights_of(&waiting_on, key) {
+                tokio::task::yield_now().await;
+            }
+            waiting.abort();
+            let _ = waiting.await;
+        }
+        assert!(
+            flights.lock().is_empty(),
+            "{} calls left in flight",
+            flights.lock().len()
+        );
     }
 }

@@ -25,11 +25,13 @@ pub fn signature_valid(token: &str, secret: &[u8]) -> bool {
     header_ok && mac.verify_slice(&signature).is_ok()
 }
 
-/// The header names HS256: a token claiming `none` or another algorithm is refused.
+/// The header's `alg` is HS256: a token claiming `none` or another algorithm is refused.
 fn is_hs256(header: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(header);
-    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    compact.contains(r#""alg":"HS256""#)
+    #[derive(serde::Deserialize)]
+    struct Header {
+        alg: String,
+    }
+    serde_json::from_slice::<Header>(header).is_ok_and(|h| h.alg == "HS256")
 }
 
 #[cfg(test)]
@@ -57,6 +59,12 @@ mod tests {
         assert!(!signature_valid(&token, b"other"));
         let none = sign(r#"{"alg":"none"}"#, r#"{"exp":1}"#, b"secret");
         assert!(!signature_valid(&none, b"secret"));
+        let nested = sign(
+            r#"{"alg":"RS256","x":{"alg":"HS256"}}"#,
+            r#"{"exp":1}"#,
+            b"secret",
+        );
+        assert!(!signature_valid(&nested, b"secret"));
         let tampered = token.replacen('.', ".e30", 1);
         assert!(!signature_valid(&tampered, b"secret"));
         assert!(!signature_valid("garbage", b"secret"));

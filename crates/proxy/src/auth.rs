@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use http::header::{AUTHORIZATION, COOKIE, HeaderValue};
+use http::header::{AUTHORIZATION, COOKIE, HeaderValue, SET_COOKIE};
 
 /// Who a token belongs to, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,56 +108,135 @@ pub enum TokenSource {
 }
 
 /// The request's ClearML token: the auth cookie if present (an app's own `Authorization`
-/// header then passes through untouched), else a Bearer token. Borrowed from the headers:
-/// finding it allocates nothing.
+/// header then passes through untouched), else a Bearer token. Only a JWT-shaped value
+/// counts. When the request carries an auth cookie, however empty or malformed, there is no
+/// fall-back to Bearer: otherwise a page could send someone's cookie along with its own
+/// Bearer token and have the cookie forwarded. Borrowed from the headers: finding it
+/// allocates nothing.
 pub fn find_token<'h>(headers: &'h HeaderMap, cookie_name: &str) -> Option<(&'h str, TokenSource)> {
+    let mut auth_cookie_seen = false;
     for value in headers.get_all(COOKIE) {
+        auth_cookie_seen |=
+            cookie_pairs(value.as_bytes()).any(|(name, _)| name == cookie_name.as_bytes());
         let Ok(text) = value.to_str() else { continue };
         let found = cookie::Cookie::split_parse(text)
             .filter_map(Result::ok)
-            .find(|c| c.name() == cookie_name)
-            .and_then(|c| c.value_raw())
-            .filter(|value| !value.is_empty());
+            .filter(|c| c.name() == cookie_name)
+            .filter_map(|c| c.value_raw())
+            .find(|value| is_token_shaped(value));
         if let Some(token) = found {
             return Some((token, TokenSource::Cookie));
         }
     }
+    if auth_cookie_seen {
+        return None;
+    }
     let bearer = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = bearer.trim().split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
+    (scheme.eq_ignore_ascii_case("bearer") && is_token_shaped(token))
         .then_some((token, TokenSource::Bearer))
 }
 
-/// Removes the token from where it was found: the auth cookie from `Cookie` (the other
-/// cookies stay, as the client wrote them), or the `Authorization` header. The task's code
-/// is user code: it never sees the user's ClearML credentials.
+/// `header.payload.signature`, each part base64url: what a ClearML token looks like, and
+/// nothing that could smuggle cookie attributes or header syntax.
+pub(crate) fn is_token_shaped(value: &str) -> bool {
+    let mut parts = 0;
+    for part in value.split('.') {
+        let ok = !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return false;
+        }
+        parts += 1;
+    }
+    parts == 3
+}
+
+/// The `name=value` pairs of a `Cookie` header, as raw bytes, names and values trimmed.
+fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header.split(|b| *b == b';').filter_map(|pair| {
+        let pair = pair.trim_ascii();
+        if pair.is_empty() {
+            return None;
+        }
+        match pair.iter().position(|b| *b == b'=') {
+            Some(at) => Some((pair[..at].trim_ascii(), pair[at + 1..].trim_ascii())),
+            None => Some((pair, &pair[..0])),
+        }
+    })
+}
+
+/// Removes the user's ClearML credentials before forwarding: every auth cookie from every
+/// `Cookie` header (whatever carried the token; the other cookies stay as the client wrote
+/// them), and the `Authorization` header when it was the one that carried it. The task's
+/// code is user code: it never sees the user's ClearML credentials.
 pub fn strip_token(headers: &mut HeaderMap, cookie_name: &str, source: TokenSource) {
-    match source {
-        TokenSource::Bearer => {
-            headers.remove(AUTHORIZATION);
-        }
-        TokenSource::Cookie => {
-            let mut kept = String::new();
-            for value in headers.get_all(COOKIE) {
-                let Ok(text) = value.to_str() else { continue };
-                for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-                    let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
-                    if name != cookie_name {
-                        if !kept.is_empty() {
-                            kept.push_str("; ");
-                        }
-                        kept.push_str(pair);
-                    }
-                }
+    if source == TokenSource::Bearer {
+        headers.remove(AUTHORIZATION);
+    }
+    let needs_rewrite = headers.get_all(COOKIE).iter().any(|value| {
+        cookie_pairs(value.as_bytes()).any(|(name, _)| name == cookie_name.as_bytes())
+    });
+    if !needs_rewrite {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        for pair in value.as_bytes().split(|b| *b == b';') {
+            let pair = pair.trim_ascii();
+            let name = pair
+                .split(|b| *b == b'=')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if pair.is_empty() || name == cookie_name.as_bytes() {
+                continue;
             }
-            headers.remove(COOKIE);
-            if let Ok(value) = HeaderValue::from_str(&kept) {
-                if !kept.is_empty() {
-                    headers.insert(COOKIE, value);
-                }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
             }
+            kept.extend_from_slice(pair);
         }
+    }
+    headers.remove(COOKIE);
+    if let Ok(value) = HeaderValue::from_bytes(&kept) {
+        if !kept.is_empty() {
+            headers.insert(COOKIE, value);
+        }
+    }
+}
+
+/// Drops an upstream's `Set-Cookie` for the auth cookie: a task must not log its visitors
+/// into another account, log them out, or plant the cookie.
+pub fn drop_auth_set_cookies(headers: &mut HeaderMap, cookie_name: &str) {
+    let setting_auth = |value: &HeaderValue| {
+        let first = value
+            .as_bytes()
+            .split(|b| *b == b';')
+            .next()
+            .unwrap_or_default();
+        let name = first
+            .split(|b| *b == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        name == cookie_name.as_bytes()
+    };
+    if !headers.get_all(SET_COOKIE).iter().any(setting_auth) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|value| !setting_auth(value))
+        .cloned()
+        .collect();
+    headers.remove(SET_COOKIE);
+    for value in kept {
+        headers.append(SET_COOKIE, value);
     }
 }
 
@@ -181,12 +260,15 @@ mod tests {
         let mut map = headers(&[
             (
                 "cookie",
-                "theme=dark; clearml_token_basic=COOKIE.TOKEN.X; _xsrf=2|abc",
+                "theme=dark; clearml_token_basic=aGVhZA.Y29va2ll.c2ln; _xsrf=2|abc",
             ),
             ("authorization", "Bearer app-key"),
         ]);
         let (token, source) = find_token(&map, "clearml_token_basic").unwrap();
-        assert_eq!((token, source), ("COOKIE.TOKEN.X", TokenSource::Cookie));
+        assert_eq!(
+            (token, source),
+            ("aGVhZA.Y29va2ll.c2ln", TokenSource::Cookie)
+        );
         strip_token(&mut map, "clearml_token_basic", source);
         assert_eq!(map["cookie"], "theme=dark; _xsrf=2|abc");
         assert_eq!(
@@ -199,10 +281,13 @@ mod tests {
     fn a_bearer_token_is_used_and_removed_when_there_is_no_cookie() {
         let mut map = headers(&[
             ("cookie", "theme=dark"),
-            ("authorization", "bearer  TOK.EN.X "),
+            ("authorization", "bearer  aGVhZA.YmVhcmVy.c2ln "),
         ]);
         let (token, source) = find_token(&map, "clearml_token_basic").unwrap();
-        assert_eq!((token, source), ("TOK.EN.X", TokenSource::Bearer));
+        assert_eq!(
+            (token, source),
+            ("aGVhZA.YmVhcmVy.c2ln", TokenSource::Bearer)
+        );
         strip_token(&mut map, "clearml_token_basic", source);
         assert!(map.get("authorization").is_none());
         assert_eq!(map["cookie"], "theme=dark");
@@ -210,13 +295,69 @@ mod tests {
 
     #[test]
     fn split_cookie_headers_and_lone_auth_cookies_are_handled() {
-        let mut map = headers(&[("cookie", "a=1"), ("cookie", "clearml_token_basic=T")]);
+        let mut map = headers(&[("cookie", "a=1"), ("cookie", "clearml_token_basic=a.b.c")]);
         let (_, source) = find_token(&map, "clearml_token_basic").unwrap();
         strip_token(&mut map, "clearml_token_basic", source);
         assert_eq!(map["cookie"], "a=1");
-        let mut lone = headers(&[("cookie", "clearml_token_basic=T")]);
+        let mut lone = headers(&[("cookie", "clearml_token_basic=a.b.c")]);
         strip_token(&mut lone, "clearml_token_basic", TokenSource::Cookie);
         assert!(lone.get("cookie").is_none());
+    }
+
+    #[test]
+    fn an_auth_cookie_of_any_kind_stops_the_fall_back_to_bearer_and_is_always_stripped() {
+        for cookies in [
+            "clearml_token_basic=; clearml_token_basic=aGVhZA.dmljdGlt.c2ln",
+            "clearml_token_basic=not-a-jwt",
+        ] {
+            let mut map = headers(&[
+                ("cookie", cookies),
+                ("authorization", "Bearer aGVhZA.YXR0YWNrZXI.c2ln"),
+            ]);
+            let found = find_token(&map, "clearml_token_basic");
+            if cookies.starts_with("clearml_token_basic=;") {
+                assert_eq!(
+                    found,
+                    Some(("aGVhZA.dmljdGlt.c2ln", TokenSource::Cookie)),
+                    "the non-empty one counts"
+                );
+            } else {
+                assert_eq!(found, None, "{cookies}");
+            }
+            strip_token(&mut map, "clearml_token_basic", TokenSource::Bearer);
+            assert!(
+                map.get("cookie").is_none(),
+                "{cookies}: every auth cookie goes"
+            );
+        }
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            "cookie",
+            HeaderValue::from_bytes(b"z=\xc3\xa9; clearml_token_basic=a.b.c; y=1").unwrap(),
+        );
+        odd.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer aGVhZA.YXR0YWNrZXI.c2ln"),
+        );
+        assert_eq!(
+            find_token(&odd, "clearml_token_basic"),
+            None,
+            "no fall-back past an auth cookie"
+        );
+        strip_token(&mut odd, "clearml_token_basic", TokenSource::Bearer);
+        assert_eq!(odd["cookie"].as_bytes(), b"z=\xc3\xa9; y=1");
+    }
+
+    #[test]
+    fn upstreams_cannot_set_the_auth_cookie() {
+        let mut map = headers(&[
+            ("set-cookie", "clearml_token_basic=ATTACKER; Path=/"),
+            ("set-cookie", "_xsrf=1; Path=/"),
+            ("set-cookie", " clearml_token_basic=; Max-Age=0"),
+        ]);
+        drop_auth_set_cookies(&mut map, "clearml_token_basic");
+        let left: Vec<_> = map.get_all("set-cookie").iter().collect();
+        assert_eq!(left, ["_xsrf=1; Path=/"]);
     }
 
     #[test]
@@ -225,5 +366,12 @@ mod tests {
         assert!(find_token(&headers(&[("cookie", "c=")]), "c").is_none());
         assert!(find_token(&headers(&[("authorization", "Basic dXNlcjpwdw==")]), "c").is_none());
         assert!(find_token(&headers(&[("authorization", "Bearer ")]), "c").is_none());
+        assert!(
+            find_token(
+                &headers(&[("authorization", "Bearer a.b.c; Domain=evil")]),
+                "c"
+            )
+            .is_none()
+        );
     }
 }

@@ -115,6 +115,9 @@ pub(crate) async fn forward(
         tunnel::spawn(gateway, Arc::clone(route), peer, downstream, upstream);
     }
     headers::prepare_response(response.headers_mut(), switching);
+    if let Some(cookie_name) = gateway.auth_cookie() {
+        auth::drop_auth_set_cookies(response.headers_mut(), cookie_name);
+    }
     // The client's connection is the gateway's, not the upstream's: an HTTP/1.0 upstream
     // must not turn the client's keep-alive connection into one that closes.
     *response.version_mut() = Version::HTTP_11;

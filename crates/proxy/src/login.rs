@@ -27,6 +27,9 @@ pub(crate) async fn hand_off(
             .to_owned(),
         None => "/".to_owned(),
     };
+    if !crate::auth::is_token_shaped(&token) {
+        return Err(ProxyError::Unauthenticated("malformed token"));
+    }
     let identity = auth.authorizer.identify(&token).resolve().await?;
     let mut cookie = Cookie::build((auth.cookie_name.as_str(), token.as_str()))
         .path("/")
@@ -63,7 +66,7 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
 /// turning `/\t/evil` into `//evil`) and no backslash.
 fn safe_next(next: &str) -> Option<&str> {
     let is_path = next.starts_with('/') && !next.starts_with("//");
-    let clean = !next.contains('\\') && !next.chars().any(char::is_control);
+    let clean = next.is_ascii() && !next.contains('\\') && !next.chars().any(char::is_control);
     (is_path && clean).then_some(next)
 }
 
@@ -86,6 +89,7 @@ mod tests {
             "evil.example",
             "",
             "javascript:alert(1)",
+            "/\u{e9}",
         ] {
             assert_eq!(safe_next(bad), None, "{bad:?}");
         }
