@@ -17,8 +17,10 @@ pub type AddressCheck = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 pub struct ForwardSettings {
     /// Longest wait for the task's port to accept.
     pub connect_timeout: Duration,
-    /// Bytes buffered per direction.
+    /// Bytes buffered per direction when copying through user space.
     pub buffer: usize,
+    /// Move bytes with `splice(2)` (Linux) instead of copying them through user space.
+    pub splice: bool,
     /// Whether an upstream address may be connected to.
     pub allow: AddressCheck,
 }
@@ -37,6 +39,7 @@ impl Default for ForwardSettings {
         Self {
             connect_timeout: Duration::from_secs(5),
             buffer: 64 * 1024,
+            splice: cfg!(target_os = "linux"),
             allow: Arc::new(|_| true),
         }
     }
@@ -107,13 +110,7 @@ async fn join(
     };
     configure(&client);
     configure(&upstream);
-    let copied = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        settings.buffer,
-        settings.buffer,
-    )
-    .await;
+    let copied = copy(&mut client, &mut upstream, settings).await;
     let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
     match copied {
         Ok((bytes_up, bytes_down)) => tracing::info!(
@@ -125,6 +122,21 @@ async fn join(
             duration_ms, error = %err, "tcp session ended by an error"
         ),
     }
+}
+
+/// Copies both ways: with `splice(2)` on Linux (the bytes never enter the gateway's memory),
+/// else through user-space buffers.
+async fn copy(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    settings: &ForwardSettings,
+) -> std::io::Result<(u64, u64)> {
+    #[cfg(target_os = "linux")]
+    if settings.splice {
+        return crate::splice::both_ways(client, upstream).await;
+    }
+    tokio::io::copy_bidirectional_with_sizes(client, upstream, settings.buffer, settings.buffer)
+        .await
 }
 
 async fn connect(target: &Target, settings: &ForwardSettings) -> Result<TcpStream, String> {

@@ -10,6 +10,8 @@
 mod allocator;
 mod forward;
 mod sessions;
+#[cfg(target_os = "linux")]
+mod splice;
 
 pub use allocator::PortAllocator;
 pub use forward::{AddressCheck, ForwardSettings, Target};

@@ -48,8 +48,18 @@ fn port(placement: &Placement) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_mib_each_way_arrive_exact_and_half_close_is_honoured() {
+    for splice in [true, false] {
+        exact_both_ways(ForwardSettings {
+            splice,
+            ..ForwardSettings::default()
+        })
+        .await;
+    }
+}
+
+async fn exact_both_ways(settings: ForwardSettings) {
     let echo = tcp_echo().await;
-    let sessions = TcpSessions::new(LOCALHOST, Some(free_range(4)), ForwardSettings::default());
+    let sessions = TcpSessions::new(LOCALHOST, Some(free_range(4)), settings);
     let placed = sessions.apply(vec![wanted("t1", echo.addr())]).await;
     let port = port(&placed["t1"]);
 
