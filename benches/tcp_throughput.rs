@@ -117,17 +117,32 @@ fn main() {
         let spliced = session_port(task, true).await;
         let copied = session_port(task, false).await;
 
-        let (mut direct, mut through_splice, mut through_copy) = (Vec::new(), Vec::new(), Vec::new());
+        // Another proxy for reference (nginx's stream module, say), listening at this
+        // address and leading to the task port printed here.
+        let reference: Option<SocketAddr> = std::env::var("TCP_BENCH_REFERENCE").ok().and_then(|a| a.parse().ok());
+        if let Ok(file) = std::env::var("TCP_BENCH_TASK_PORT_FILE") {
+            std::fs::write(file, task.port().to_string()).expect("write the task port");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let (mut direct, mut through_splice, mut through_copy, mut through_reference) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             direct.push(send_bulk(task, mib << 20).await);
             through_splice.push(send_bulk(spliced.0, mib << 20).await);
             through_copy.push(send_bulk(copied.0, mib << 20).await);
+            if let Some(reference) = reference {
+                through_reference.push(send_bulk(reference, mib << 20).await);
+            }
         }
         let (d, s, c) = (median(direct.clone()), median(through_splice.clone()), median(through_copy.clone()));
         println!("throughput, {mib} MiB one way, median of {ROUNDS} alternating rounds:");
         println!("  direct                   {d:6.2} GiB/s   rounds {direct:.2?}");
         println!("  session port, splice    {s:6.2} GiB/s   rounds {through_splice:.2?}   {:5.1} % of direct", s / d * 100.0);
         println!("  session port, user copy {c:6.2} GiB/s   rounds {through_copy:.2?}   {:5.1} % of direct", c / d * 100.0);
+        if !through_reference.is_empty() {
+            let r = median(through_reference.clone());
+            println!("  reference proxy         {r:6.2} GiB/s   rounds {through_reference:.2?}   {:5.1} % of direct", r / d * 100.0);
+        }
         let gateway = spliced.0;
 
         let (mut direct, mut through) = (Vec::new(), Vec::new());
