@@ -252,3 +252,44 @@ async fn standalone_tcp_entries_listen_and_forward() {
     assert_eq!(echo_through(port, b"standalone").await, b"standalone");
     assert!(gw.logs().contains("tcp_ports=1"), "{}", gw.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_each_way_half_close_and_200_connections_through_an_allocated_port() {
+    let echo = tcp_echo().await;
+    let server = FakeClearml::start().await;
+    let range = free_range(2);
+    let id = server.add_task(task().in_progress().tcp_endpoint(
+        None,
+        "127.0.0.1",
+        echo.addr().port(),
+        true,
+    ));
+    let gw = with_sessions(&server, &range).start().await;
+    let port = session_port(&server, &id, &gw).await;
+
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sent: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let expected = sent.clone();
+    let writing = tokio::spawn(async move {
+        writer.write_all(&sent).await.unwrap();
+        writer.shutdown().await.unwrap();
+    });
+    let mut received = Vec::new();
+    reader.read_to_end(&mut received).await.unwrap();
+    writing.await.unwrap();
+    assert!(
+        received == expected,
+        "{} bytes came back, changed or short",
+        received.len()
+    );
+
+    let clients: Vec<_> = (0..200u32)
+        .map(|i| {
+            tokio::spawn(async move { echo_through(port, format!("client {i}").as_bytes()).await })
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        assert_eq!(client.await.unwrap(), format!("client {i}").into_bytes());
+    }
+}
