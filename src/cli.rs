@@ -11,6 +11,8 @@ pub struct Cli {
     pub routes: Option<PathBuf>,
     /// `--check-config`: print the effective configuration and exit.
     pub check_config: bool,
+    /// `--health-check`: ask the running gateway's `/_gateway/health`, exit 0 if healthy.
+    pub health_check: bool,
     /// `--help`.
     pub help: bool,
     /// `--version`.
@@ -26,6 +28,8 @@ usage: clearml-gateway [--env-file FILE] [--routes FILE] [--check-config]
   --routes FILE     standalone mode: serve the fixed routes of a TOML file
                     (only without CLEARML_API_HOST; nothing is authenticated)
   --check-config    print the effective configuration, secrets masked, and exit
+  --health-check    ask the gateway running with this configuration for /_gateway/health;
+                    exit 0 if it answers 200 (the container image's health check)
   -h, --help        print this help and exit
   -V, --version     print the version and exit
 
@@ -47,6 +51,7 @@ impl Cli {
                 Long("env-file") => cli.env_file = Some(parser.value()?.into()),
                 Long("routes") => cli.routes = Some(parser.value()?.into()),
                 Long("check-config") => cli.check_config = true,
+                Long("health-check") => cli.health_check = true,
                 Short('h') | Long("help") => cli.help = true,
                 Short('V') | Long("version") => cli.version = true,
                 _ => return Err(arg.unexpected()),

@@ -7,6 +7,7 @@
 mod clearml;
 mod cli;
 mod config;
+mod health;
 mod logging;
 mod mode;
 mod signals;
@@ -41,6 +42,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return configuration_error(&err),
     };
+    if cli.health_check {
+        return health::check(&config);
+    }
     let mode = Mode::choose(&config, cli.routes.as_deref());
     if cli.check_config {
         return check_config(&config, mode);

@@ -291,3 +291,24 @@ async fn logs_are_json_lines_at_the_configured_level() {
         .await;
     assert!(!quiet.logs().contains("status=200"), "{}", quiet.logs());
 }
+
+#[tokio::test]
+async fn the_health_check_flag_asks_the_running_gateway() {
+    let mut gw = gateway(BIN).start().await;
+    let port = gw.addr().port().to_string();
+    let probe = || {
+        gateway(BIN)
+            .env("ROUTER__WEBSERVER__SERVER_PORT", port.clone())
+            .run(&["--health-check"])
+    };
+    let (status, output) = probe().await;
+    assert!(status.success(), "{output}");
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(10)).await;
+    let (status, output) = probe().await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        output.contains("/_gateway/health at 127.0.0.1:"),
+        "{output}"
+    );
+}

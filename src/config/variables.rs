@@ -239,6 +239,68 @@ pub fn is_known(name: &str) -> bool {
 mod tests {
     use super::VARIABLES;
 
+    /// The names a deployment file sets: `NAME=` at the start of a line (after `- ` in a
+    /// compose `environment:` list).
+    fn names_in(text: &str) -> std::collections::BTreeSet<&str> {
+        text.lines()
+            .map(|line| line.trim_start().trim_start_matches("- "))
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .filter(|name| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_deployment_files_set_exactly_the_variables_the_gateway_reads() {
+        let known: std::collections::BTreeSet<&str> = VARIABLES.iter().map(|v| v.name).collect();
+        for (file, text) in [
+            (
+                "docker-compose.yml",
+                include_str!("../../docker-compose.yml"),
+            ),
+            (
+                "runtime.env.example",
+                include_str!("../../runtime.env.example"),
+            ),
+        ] {
+            let set = names_in(text);
+            let missing: Vec<_> = known.difference(&set).collect();
+            let ignored: Vec<_> = set.difference(&known).collect();
+            assert!(missing.is_empty(), "{file} lacks {missing:?}");
+            assert!(
+                ignored.is_empty(),
+                "{file} sets {ignored:?}, which the gateway ignores"
+            );
+        }
+    }
+
+    #[test]
+    fn the_compose_file_requires_what_the_original_required() {
+        let compose = include_str!("../../docker-compose.yml");
+        for name in [
+            "ROUTER_NAME",
+            "ROUTER__WEBSERVER__SERVER_PORT",
+            "ROUTER_URL",
+            "CLEARML_API_HOST",
+            "CLEARML_API_ACCESS_KEY",
+            "CLEARML_API_SECRET_KEY",
+            "AUTH_COOKIE_NAME",
+        ] {
+            assert!(
+                compose.contains(&format!("- {name}=${{{name}:?err}}")),
+                "{name}"
+            );
+        }
+        assert!(compose.contains("network_mode: host"));
+        assert!(compose.contains("restart: unless-stopped"));
+        assert!(!compose.contains("docker.sock"));
+    }
+
     #[test]
     fn every_variable_is_documented() {
         let docs = include_str!("../../docs/configuration.md");
