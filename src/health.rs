@@ -17,7 +17,7 @@ pub fn check(config: &Config) -> ExitCode {
     };
     let address = SocketAddr::new(host, config.listen.port());
     match ask(address) {
-        Ok(status) if status == 200 => ExitCode::SUCCESS,
+        Ok(200) => ExitCode::SUCCESS,
         Ok(status) => {
             eprintln!("clearml-gateway: /_gateway/health at {address} answered {status}");
             ExitCode::FAILURE
