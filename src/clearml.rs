@@ -7,17 +7,17 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gateway_auth::ClearmlAuthorizer;
 use gateway_clearml::{ClearmlClient, ClientSettings};
-use gateway_proxy::{AuthSettings, Gateway, Readiness, RouteStore, Server};
+use gateway_proxy::{AuthSettings, Gateway, Readiness, RouteStore, Tls};
 use gateway_sync::{Sync, SyncSettings, TcpContext};
 use gateway_tcp::{ForwardSettings, TcpSessions};
 use tokio::net::TcpListener;
 
 use crate::config::{ClearmlConfig, Config};
-use crate::mode::report;
+use crate::mode::{report, server};
 use crate::signals;
 
 /// Serves the tasks' routes until SIGTERM/SIGINT; fails if ClearML refuses the gateway's keys.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, tls: Option<Arc<Tls>>) -> anyhow::Result<()> {
     let Some(clearml) = config.clearml.clone() else {
         anyhow::bail!("ClearML mode needs CLEARML_API_HOST");
     };
@@ -50,11 +50,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sync.run().await;
         Ok::<(), gateway_sync::SyncError>(())
     });
-    let mut serving = tokio::spawn(async move {
-        Server::new(gateway)
-            .serve(listener, signals::shutdown())
-            .await
-    });
+    let server = server(gateway, tls);
+    let mut serving =
+        tokio::spawn(async move { server.serve(listener, signals::shutdown()).await });
     tokio::select! {
         drained = &mut serving => {
             syncing.abort();

@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use gateway_proxy::Drain;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_proxy::{Drain, Gateway, Server, Tls, TlsError};
 
 use crate::clearml;
 use crate::config::Config;
@@ -26,16 +29,21 @@ pub enum ModeError {
         "--routes serves a fixed table in standalone mode; it cannot be combined with CLEARML_API_HOST"
     )]
     RoutesWithClearml,
-    /// TLS files are configured but this build cannot serve TLS.
-    #[error(
-        "ROUTER__WEBSERVER__TLS_CERT is set, but this build of the gateway serves plain HTTP only; terminate TLS in front of it"
-    )]
-    TlsUnavailable,
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
-/// What the gateway will serve.
+/// What the gateway will serve, and whether over TLS.
 #[derive(Debug)]
-pub enum Mode {
+pub struct Mode {
+    source: Source,
+    tls: Option<Arc<Tls>>,
+}
+
+/// Where routes come from.
+#[derive(Debug)]
+enum Source {
     /// Routes from the ClearML tasks that asked for endpoints.
     Clearml,
     /// A fixed table from a routes file.
@@ -50,41 +58,66 @@ pub enum Mode {
 impl Mode {
     /// Decides the mode from the configuration and `--routes`, reading the routes file.
     pub fn choose(config: &Config, routes: Option<&Path>) -> Result<Self, ModeError> {
-        if config.tls.is_some() {
-            return Err(ModeError::TlsUnavailable);
-        }
-        match (&config.clearml, routes) {
-            (Some(_), Some(_)) => Err(ModeError::RoutesWithClearml),
-            (Some(_), None) => Ok(Mode::Clearml),
-            (None, None) => Err(ModeError::NothingToServe),
-            (None, Some(path)) => Ok(Mode::Standalone {
+        let source = match (&config.clearml, routes) {
+            (Some(_), Some(_)) => return Err(ModeError::RoutesWithClearml),
+            (Some(_), None) => Source::Clearml,
+            (None, None) => return Err(ModeError::NothingToServe),
+            (None, Some(path)) => Source::Standalone {
                 routes: routes_file::load(path)?,
                 path: path.to_owned(),
-            }),
-        }
+            },
+        };
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(Tls::load(&files.cert, &files.key)?)),
+            None => None,
+        };
+        Ok(Mode { source, tls })
     }
 
     /// One line for `--check-config`.
     pub fn describe(&self) -> String {
-        match self {
-            Mode::Clearml => "clearml: routes from the tasks that asked for endpoints".to_owned(),
-            Mode::Standalone { path, routes } => format!(
+        let over = if self.tls.is_some() {
+            "TLS"
+        } else {
+            "plain HTTP"
+        };
+        let source = match &self.source {
+            Source::Clearml => "clearml: routes from the tasks that asked for endpoints".to_owned(),
+            Source::Standalone { path, routes } => format!(
                 "standalone: {} route(s) and {} TCP port(s) from {}, not authenticated",
                 routes.table.len(),
                 routes.tcp.len(),
                 path.display()
             ),
-        }
+        };
+        format!("{source}; {over}")
     }
 
     /// Serves until SIGTERM/SIGINT, then drains.
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
-        match self {
-            Mode::Clearml => clearml::run(config).await,
-            Mode::Standalone { path, routes } => standalone::run(config, path, routes).await,
+        match self.source {
+            Source::Clearml => clearml::run(config, self.tls).await,
+            Source::Standalone { path, routes } => {
+                standalone::run(config, path, routes, self.tls).await
+            }
         }
     }
 }
+
+/// A server for `gateway`, over TLS when `tls` is set (its files re-read as they change).
+pub fn server(gateway: Arc<Gateway>, tls: Option<Arc<Tls>>) -> Server {
+    let server = Server::new(gateway);
+    match tls {
+        Some(tls) => {
+            tokio::spawn(Arc::clone(&tls).watch(TLS_RELOAD));
+            server.with_tls(tls)
+        }
+        None => server,
+    }
+}
+
+/// How often the TLS files are checked for a change.
+const TLS_RELOAD: Duration = Duration::from_secs(10);
 
 /// Logs how the drain after a shutdown signal went.
 pub fn report(drain: Drain) {

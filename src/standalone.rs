@@ -5,18 +5,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use gateway_proxy::{Gateway, Readiness, RouteStore, Server};
+use gateway_proxy::{Gateway, Readiness, RouteStore, Tls};
 use gateway_tcp::{Placement, TcpSessions, Wanted};
 use tokio::net::TcpListener;
 
 use crate::clearml::forward_settings;
 use crate::config::Config;
 use crate::config::routes_file::{self, Routes};
-use crate::mode::report;
+use crate::mode::{report, server};
 use crate::signals;
 
 /// Serves the file's routes and ports until SIGTERM/SIGINT.
-pub async fn run(config: Config, path: PathBuf, routes: Routes) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    path: PathBuf,
+    routes: Routes,
+    tls: Option<Arc<Tls>>,
+) -> anyhow::Result<()> {
     let table = Arc::new(RouteStore::new(routes.table));
     let readiness = Arc::new(Readiness::default());
     let gateway = Gateway::builder(Arc::clone(&table))
@@ -52,7 +57,7 @@ pub async fn run(config: Config, path: PathBuf, routes: Routes) -> anyhow::Resul
         Arc::clone(&table),
         Arc::clone(&sessions),
     ));
-    let drain = Server::new(gateway)
+    let drain = server(gateway, tls)
         .serve(listener, signals::shutdown())
         .await;
     sessions.close_all().await;

@@ -312,3 +312,23 @@ async fn the_health_check_flag_asks_the_running_gateway() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn an_unusable_tls_certificate_stops_the_start() {
+    let dir = TempDir::new("badtls");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(&key, "not a key").unwrap();
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, "").unwrap();
+    let (status, output) = gateway(BIN)
+        .env("ROUTER__WEBSERVER__TLS_CERT", cert.to_str().unwrap())
+        .env("ROUTER__WEBSERVER__TLS_KEY", key.to_str().unwrap())
+        .run(&["--routes", routes.to_str().unwrap()])
+        .await;
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(
+        output.contains(&format!("TLS: {}", cert.display())),
+        "{output}"
+    );
+}

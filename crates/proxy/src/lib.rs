@@ -33,6 +33,7 @@ pub mod routes;
 pub mod server;
 pub mod settings;
 pub mod target;
+pub mod tls;
 mod tunnel;
 
 pub use auth::{Admission, AuthSettings, Authorizer, Denial, Identity, Verdict};
@@ -43,3 +44,4 @@ pub use policy::{AddressPolicy, Cidr};
 pub use routes::{InvalidUpstream, Route, RouteStore, RouteTable, SERVICE_PREFIX, Upstream};
 pub use server::{Drain, Server};
 pub use settings::{ClientScheme, HttpSettings};
+pub use tls::{Tls, TlsError};

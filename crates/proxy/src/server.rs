@@ -16,6 +16,7 @@ use crate::access_log::error_chain;
 use crate::conn::{self, ConnActivity};
 use crate::error::find_source;
 use crate::gateway::Gateway;
+use crate::tls::Tls;
 
 /// How a [`Server::serve`] run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,7 @@ pub enum Drain {
 pub struct Server {
     gateway: Arc<Gateway>,
     http: auto::Builder<TokioExecutor>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Server {
@@ -53,7 +55,18 @@ impl Server {
             .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
-        Self { gateway, http }
+        Self {
+            gateway,
+            http,
+            tls: None,
+        }
+    }
+
+    /// Speaks TLS on the listener, with `tls`'s certificate as it is when each connection
+    /// arrives.
+    pub fn with_tls(mut self, tls: Arc<Tls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Accepts connections until `shutdown` resolves, then stops accepting and gives requests
@@ -91,29 +104,57 @@ impl Server {
         closing: &CancellationToken,
     ) {
         configure_socket(&stream, peer);
-        let activity = ConnActivity::new();
         let gateway = Arc::clone(&self.gateway);
-        let service_activity = Arc::clone(&activity);
-        let service = service_fn(move |req| {
-            let active = service_activity.begin();
-            let gateway = Arc::clone(&gateway);
-            async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, peer, active).await) }
-        });
-        let connection = self
-            .http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let idle_timeout = self.gateway.settings().idle_timeout;
+        let http = self.http.clone();
         let closing = closing.clone();
+        let Some(tls) = &self.tls else {
+            self.gateway
+                .tasks()
+                .spawn(serve_io(http, gateway, stream, peer, closing));
+            return;
+        };
+        let acceptor = tls.acceptor();
+        let handshake_timeout = self.gateway.settings().client_header_timeout;
         self.gateway.tasks().spawn(async move {
-            let graceful = |conn: std::pin::Pin<&mut _>| {
-                auto::UpgradeableConnection::graceful_shutdown(conn);
-            };
-            let result = conn::drive(connection, graceful, activity, idle_timeout, closing).await;
-            if let Err(err) = result {
-                log_connection_error(peer, err.as_ref());
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+            match handshake {
+                Ok(Ok(stream)) => serve_io(http, gateway, stream, peer, closing).await,
+                Ok(Err(err)) => {
+                    tracing::debug!(target: "access", peer = %peer.ip().to_canonical(), error = %err, "TLS handshake failed");
+                }
+                Err(_) => {
+                    tracing::debug!(target: "access", peer = %peer.ip().to_canonical(), "TLS handshake timed out");
+                }
             }
         });
+    }
+}
+
+/// Serves one connection (plain or TLS) until it closes, idles out, or shutdown closes it.
+async fn serve_io<IO>(
+    http: auto::Builder<TokioExecutor>,
+    gateway: Arc<Gateway>,
+    io: IO,
+    peer: std::net::SocketAddr,
+    closing: CancellationToken,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = ConnActivity::new();
+    let service_activity = Arc::clone(&activity);
+    let idle_timeout = gateway.settings().idle_timeout;
+    let service = service_fn(move |req| {
+        let active = service_activity.begin();
+        let gateway = Arc::clone(&gateway);
+        async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, peer, active).await) }
+    });
+    let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let graceful = |conn: std::pin::Pin<&mut _>| {
+        auto::UpgradeableConnection::graceful_shutdown(conn);
+    };
+    let result = conn::drive(connection, graceful, activity, idle_timeout, closing).await;
+    if let Err(err) = result {
+        log_connection_error(peer, err.as_ref());
     }
 }
 

@@ -98,6 +98,34 @@ impl GatewayCommand {
         panic!("the gateway found no free port in five tries");
     }
 
+    /// Starts a gateway that serves TLS and waits until it says it is listening (the plain
+    /// health probe of [`start`](Self::start) cannot speak to it).
+    pub async fn start_tls(self) -> GatewayProcess {
+        let dir = TempDir::new("gateway");
+        let routes = dir.path().join("routes.toml");
+        std::fs::write(&routes, self.routes_text()).expect("write the routes file");
+        let addr = free_port();
+        let (mut child, logs) = self.spawn(&routes, addr);
+        let started = eventually(Duration::from_secs(20), || {
+            let logs = Arc::clone(&logs);
+            async move { logs.lock().expect("logs").contains("listening") }
+        })
+        .await;
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        let log = logs.lock().expect("logs").clone();
+        assert!(
+            started && !exited,
+            "the gateway did not start; its log:\n{log}"
+        );
+        GatewayProcess {
+            child,
+            addr,
+            logs,
+            routes,
+            _dir: dir,
+        }
+    }
+
     fn spawn(&self, routes: &Path, addr: SocketAddr) -> (Child, Arc<Mutex<String>>) {
         let mut command = Command::new(&self.binary);
         command

@@ -1,0 +1,140 @@
+//! TLS on the listener: HTTP/1.1 and HTTP/2 by ALPN, the certificate re-read when its files
+//! change, and a broken new one keeping the old in service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_testkit::tempdir::TempDir;
+use gateway_testkit::{backend, gateway};
+use http::{Request, StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clearml-gateway");
+
+/// A self-signed certificate for `localhost`: (certificate PEM, key PEM, DER).
+fn certificate(organisation: &str) -> (String, String, CertificateDer<'static>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, organisation);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+/// GET `path` over TLS, trusting `root`, offering `alpn`; the status, the version spoken and
+/// the certificate the server presented.
+async fn get(
+    addr: std::net::SocketAddr,
+    root: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+    path: &str,
+) -> (StatusCode, Version, CertificateDer<'static>) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), stream)
+        .await
+        .expect("TLS handshake");
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned();
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    let response = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = Request::get(format!("https://localhost{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let request = Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap()
+    };
+    let (status, version) = (response.status(), response.version());
+    let _ = response.into_body().collect().await;
+    (status, version, presented)
+}
+
+#[tokio::test]
+async fn tls_serves_both_protocols_and_follows_certificate_renewals() {
+    let app = backend::echo().await;
+    let dir = TempDir::new("tls");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (cert, key, first) = certificate("first");
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let gw = gateway(BIN)
+        .route("demo", app.url())
+        .env("ROUTER__WEBSERVER__TLS_CERT", cert_path.to_str().unwrap())
+        .env("ROUTER__WEBSERVER__TLS_KEY", key_path.to_str().unwrap())
+        .start_tls()
+        .await;
+
+    let (status, version, presented) =
+        get(gw.addr(), &first, &[b"http/1.1"], "/service/demo/").await;
+    assert_eq!((status, version), (StatusCode::OK, Version::HTTP_11));
+    assert_eq!(presented, first);
+    let (status, version, _) =
+        get(gw.addr(), &first, &[b"h2", b"http/1.1"], "/service/demo/").await;
+    assert_eq!((status, version), (StatusCode::OK, Version::HTTP_2));
+    assert_eq!(
+        app.seen().last().unwrap().headers["x-forwarded-proto"],
+        "https"
+    );
+
+    let (cert, key, second) = certificate("second");
+    std::fs::write(&key_path, key).unwrap();
+    std::fs::write(&cert_path, cert).unwrap();
+    gw.wait_for_log("TLS certificate reloaded", Duration::from_secs(30))
+        .await;
+    assert!(
+        gw.logs().contains("TLS certificate reloaded"),
+        "{}",
+        gw.logs()
+    );
+    let (_, _, presented) = get(gw.addr(), &second, &[b"http/1.1"], "/_gateway/health").await;
+    assert_eq!(presented, second);
+
+    let probe = gateway(BIN)
+        .env(
+            "ROUTER__WEBSERVER__SERVER_PORT",
+            gw.addr().port().to_string(),
+        )
+        .env("ROUTER__WEBSERVER__TLS_CERT", cert_path.to_str().unwrap())
+        .env("ROUTER__WEBSERVER__TLS_KEY", key_path.to_str().unwrap())
+        .run(&["--health-check"])
+        .await;
+    assert!(
+        probe.0.success(),
+        "the health check speaks TLS: {}",
+        probe.1
+    );
+
+    std::fs::write(&cert_path, "not a certificate").unwrap();
+    gw.wait_for_log("still serving the previous one", Duration::from_secs(30))
+        .await;
+    let (status, _, presented) = get(gw.addr(), &second, &[b"http/1.1"], "/service/demo/").await;
+    assert_eq!((status, presented), (StatusCode::OK, second));
+}
