@@ -7,12 +7,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gateway_auth::ClearmlAuthorizer;
 use gateway_clearml::{ClearmlClient, ClientSettings};
-use gateway_proxy::{AuthSettings, Gateway, Readiness, RouteStore, Tls};
+use gateway_proxy::{AuthSettings, Gateway, Readiness, RouteStore, Server, Tls};
 use gateway_sync::{Sync, SyncSettings, TcpContext};
 use gateway_tcp::{ForwardSettings, TcpSessions};
 use tokio::net::TcpListener;
 
 use crate::config::{ClearmlConfig, Config};
+use crate::metrics::TcpMetrics;
 use crate::mode::{report, server};
 use crate::signals;
 
@@ -26,31 +27,46 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>) -> anyhow::Result<()> {
     let client = Arc::new(client(&clearml, &config)?);
     let routes = Arc::new(RouteStore::default());
     let readiness = Arc::new(Readiness::default());
-    let gateway = Gateway::builder(Arc::clone(&routes))
+    let forward = forward_settings(&config);
+    let mut sync = Sync::new(
+        Arc::clone(&client),
+        Arc::clone(&routes),
+        Arc::clone(&readiness),
+        sync_settings(&config, &clearml),
+    );
+    if let Some(tcp) = &config.tcp {
+        let sessions =
+            TcpSessions::new(config.listen.ip(), Some(tcp.ports.clone()), forward.clone());
+        sync = sync.with_tcp(Arc::new(sessions));
+    }
+    let authorizer = Arc::new(ClearmlAuthorizer::new(client, auth_settings(&config)));
+    let gateway = Gateway::builder(routes)
         .settings(config.http.clone())
-        .readiness(Arc::clone(&readiness))
-        .auth(auth(Arc::clone(&client), &config))
+        .readiness(readiness)
+        .auth(auth(Arc::clone(&authorizer), &config))
+        .metrics_source(sync.metrics())
+        .metrics_source(authorizer.metrics())
+        .metrics_source(Arc::new(TcpMetrics(Arc::clone(&forward.counters))))
         .build();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %config.listen, clearml = %clearml.api_host, "listening; routes come from ClearML");
+    serve_and_sync(server(gateway, tls), listener, sync).await
+}
 
-    let mut sync = Sync::new(client, routes, readiness, sync_settings(&config, &clearml));
-    if let Some(tcp) = &config.tcp {
-        let sessions = TcpSessions::new(
-            config.listen.ip(),
-            Some(tcp.ports.clone()),
-            forward_settings(&config),
-        );
-        sync = sync.with_tcp(Arc::new(sessions));
-    }
+/// Serves until a shutdown signal, syncing meanwhile; a sync that cannot start (refused
+/// credentials) ends the gateway with its error.
+async fn serve_and_sync(
+    server: Server,
+    listener: TcpListener,
+    mut sync: Sync,
+) -> anyhow::Result<()> {
     let mut syncing = tokio::spawn(async move {
         sync.connect().await?;
         sync.run().await;
         Ok::<(), gateway_sync::SyncError>(())
     });
-    let server = server(gateway, tls);
     let mut serving =
         tokio::spawn(async move { server.serve(listener, signals::shutdown()).await });
     tokio::select! {
@@ -80,20 +96,24 @@ fn client(clearml: &ClearmlConfig, config: &Config) -> anyhow::Result<ClearmlCli
     ClearmlClient::new(settings).context("cannot set up the ClearML client")
 }
 
-/// Every routed request needs a ClearML token of a user who may see the task.
-fn auth(client: Arc<ClearmlClient>, config: &Config) -> AuthSettings {
+/// How the authorizer caches, from the configuration.
+fn auth_settings(config: &Config) -> gateway_auth::AuthSettings {
     let auth = &config.auth;
-    let settings = gateway_auth::AuthSettings {
+    gateway_auth::AuthSettings {
         ttl: auth.cache_ttl,
         denial_ttl: auth.denial_ttl,
         capacity: auth.cache_entries,
         max_asking: gateway_auth::AuthSettings::default().max_asking,
         local_secret: auth.jwks_key.as_ref().map(|key| key.expose().clone()),
-    };
+    }
+}
+
+/// Every routed request needs a ClearML token of a user who may see the task.
+fn auth(authorizer: Arc<ClearmlAuthorizer>, config: &Config) -> AuthSettings {
     AuthSettings {
-        authorizer: Arc::new(ClearmlAuthorizer::new(client, settings)),
-        cookie_name: auth.cookie_name.clone(),
-        cookie_secure: auth.cookie_secure,
+        authorizer,
+        cookie_name: config.auth.cookie_name.clone(),
+        cookie_secure: config.auth.cookie_secure,
     }
 }
 

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod health;
 mod logging;
+mod metrics;
 mod mode;
 mod signals;
 mod standalone;

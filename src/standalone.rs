@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::clearml::forward_settings;
 use crate::config::Config;
 use crate::config::routes_file::{self, Routes};
+use crate::metrics::TcpMetrics;
 use crate::mode::{report, server};
 use crate::signals;
 
@@ -24,18 +25,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let table = Arc::new(RouteStore::new(routes.table));
     let readiness = Arc::new(Readiness::default());
+    let forward = forward_settings(&config);
     let gateway = Gateway::builder(Arc::clone(&table))
         .settings(config.http.clone())
         .readiness(Arc::clone(&readiness))
+        .metrics_source(Arc::new(TcpMetrics(Arc::clone(&forward.counters))))
         .build();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let sessions = Arc::new(TcpSessions::new(
-        config.listen.ip(),
-        None,
-        forward_settings(&config),
-    ));
+    let sessions = Arc::new(TcpSessions::new(config.listen.ip(), None, forward));
     let failed = open_ports(&sessions, routes.tcp).await;
     if let Some(reason) = failed.first() {
         anyhow::bail!("cannot open a TCP port of {}: {reason}", path.display());

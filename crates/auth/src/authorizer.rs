@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use crate::cache::{DecisionCache, TokenHasher};
 use crate::flight::Flights;
 use crate::local;
+use crate::metrics::AuthMetrics;
 
 /// How long decisions are kept, and how many.
 #[derive(Debug, Clone)]
@@ -60,6 +61,7 @@ struct Inner {
     visibility_flights: Flights<Decision<()>>,
     asking: Semaphore,
     last_unavailable_warning: AtomicU64,
+    metrics: Arc<AuthMetrics>,
 }
 
 impl ClearmlAuthorizer {
@@ -77,8 +79,16 @@ impl ClearmlAuthorizer {
                 identity_flights: Flights::new(),
                 visibility_flights: Flights::new(),
                 last_unavailable_warning: AtomicU64::new(0),
+                metrics: Arc::default(),
             }),
         }
+    }
+}
+
+impl ClearmlAuthorizer {
+    /// The cache's hit and miss counts, for `/_gateway/metrics`.
+    pub fn metrics(&self) -> Arc<AuthMetrics> {
+        Arc::clone(&self.inner.metrics)
     }
 }
 
@@ -87,8 +97,10 @@ impl Authorizer for ClearmlAuthorizer {
         let inner = &self.inner;
         let key = inner.hasher.token(token);
         if let Some(decided) = inner.identities.get(key) {
+            AuthMetrics::count(&inner.metrics.identity_hits);
             return Verdict::Ready(decided);
         }
+        AuthMetrics::count(&inner.metrics.identity_misses);
         let claims = match local_checks(token) {
             Ok(claims) => claims,
             Err(denial) => return Verdict::Ready(Err(denial)),
@@ -129,8 +141,10 @@ impl Authorizer for ClearmlAuthorizer {
         let inner = &self.inner;
         let key = inner.hasher.token_task(identity.token_key, task_id);
         if let Some(decided) = inner.visibility.get(key) {
+            AuthMetrics::count(&inner.metrics.visibility_hits);
             return Verdict::Ready(decided);
         }
+        AuthMetrics::count(&inner.metrics.visibility_misses);
         let inner = Arc::clone(inner);
         let (token, task_id) = (token.to_owned(), task_id.to_owned());
         let expires_at = identity.expires_at;

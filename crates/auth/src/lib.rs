@@ -11,5 +11,7 @@ mod authorizer;
 mod cache;
 mod flight;
 mod local;
+mod metrics;
 
 pub use authorizer::{AuthSettings, ClearmlAuthorizer};
+pub use metrics::AuthMetrics;

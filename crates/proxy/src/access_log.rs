@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode, Uri};
 
 use crate::conn::ActiveRequest;
+use crate::metrics::RouteKind;
 use crate::routes::Route;
 
 /// What the access line of one request says, filled in as the request goes.
@@ -22,6 +23,7 @@ pub(crate) struct AccessLog {
     status: StatusCode,
     upstream_time: Option<Duration>,
     error: Option<(&'static str, String)>,
+    kind: RouteKind,
     written: bool,
     _active: ActiveRequest,
 }
@@ -40,6 +42,7 @@ impl AccessLog {
             status: StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             upstream_time: None,
             error: None,
+            kind: RouteKind::Other,
             written: false,
             _active: active,
         }
@@ -51,6 +54,10 @@ impl AccessLog {
 
     pub(crate) fn set_route(&mut self, route: Arc<Route>) {
         self.route = Some(route);
+    }
+
+    pub(crate) fn set_kind(&mut self, kind: RouteKind) {
+        self.kind = kind;
     }
 
     pub(crate) fn set_status(&mut self, status: StatusCode) {
@@ -72,6 +79,9 @@ impl AccessLog {
         if std::mem::replace(&mut self.written, true) {
             return;
         }
+        self._active
+            .metrics()
+            .request(self.kind, self.status, self.upstream_time);
         let route = self.route.as_ref().map(|r| r.key());
         let upstream_ms = self.upstream_time.map(millis);
         let duration_ms = millis(self.start.elapsed());

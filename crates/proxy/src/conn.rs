@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::time::{Instant as TokioInstant, sleep_until};
+
+use crate::metrics::ProxyMetrics;
 use tokio_util::sync::CancellationToken;
 
 /// Whether a connection has requests in flight, and since when it has had none.
@@ -15,15 +17,24 @@ pub(crate) struct ConnActivity {
     opened: Instant,
     in_flight: AtomicUsize,
     idle_since_ms: AtomicU64,
+    metrics: Arc<ProxyMetrics>,
 }
 
 impl ConnActivity {
-    pub(crate) fn new() -> Arc<Self> {
+    /// A connection just opened; counted open until the last reference to it goes.
+    pub(crate) fn new(metrics: Arc<ProxyMetrics>) -> Arc<Self> {
+        metrics.connection(1);
         Arc::new(Self {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            metrics,
         })
+    }
+
+    /// The metrics the connection's requests are counted in.
+    pub(crate) fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
     }
 
     /// Marks a request as started; it ends when the returned guard is dropped.
@@ -42,9 +53,22 @@ impl ConnActivity {
     }
 }
 
+impl Drop for ConnActivity {
+    fn drop(&mut self) {
+        self.metrics.connection(-1);
+    }
+}
+
 /// Held by a request from its head to the end of its response body.
 #[derive(Debug)]
 pub(crate) struct ActiveRequest(Arc<ConnActivity>);
+
+impl ActiveRequest {
+    /// The metrics of the request's connection.
+    pub(crate) fn metrics(&self) -> &ProxyMetrics {
+        self.0.metrics()
+    }
+}
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {

@@ -22,6 +22,7 @@ use crate::conn::ActiveRequest;
 use crate::error::ProxyError;
 use crate::forward::{self, UpstreamClient};
 use crate::login;
+use crate::metrics::{MetricsSource, ProxyMetrics, RouteKind};
 use crate::routes::{Route, RouteStore};
 use crate::settings::HttpSettings;
 use crate::target::Target;
@@ -51,6 +52,8 @@ pub struct Gateway {
     client: UpstreamClient,
     /// `None` serves everyone (standalone mode).
     auth: Option<AuthSettings>,
+    metrics: Arc<ProxyMetrics>,
+    metrics_sources: Vec<Arc<dyn MetricsSource>>,
     /// Connections and tunnels, so that shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -62,6 +65,7 @@ pub struct GatewayBuilder {
     readiness: Arc<Readiness>,
     settings: HttpSettings,
     auth: Option<AuthSettings>,
+    metrics_sources: Vec<Arc<dyn MetricsSource>>,
 }
 
 impl GatewayBuilder {
@@ -83,6 +87,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Adds `source`'s metrics to `/_gateway/metrics`.
+    pub fn metrics_source(mut self, source: Arc<dyn MetricsSource>) -> Self {
+        self.metrics_sources.push(source);
+        self
+    }
+
     /// Builds the gateway; it must be created inside a tokio runtime.
     pub fn build(self) -> Arc<Gateway> {
         Arc::new(Gateway {
@@ -91,6 +101,8 @@ impl GatewayBuilder {
             readiness: self.readiness,
             settings: self.settings,
             auth: self.auth,
+            metrics: Arc::default(),
+            metrics_sources: self.metrics_sources,
             tasks: TaskTracker::new(),
         })
     }
@@ -104,6 +116,7 @@ impl Gateway {
             readiness: Arc::default(),
             settings: HttpSettings::default(),
             auth: None,
+            metrics_sources: Vec::new(),
         }
     }
 
@@ -120,6 +133,10 @@ impl Gateway {
     /// The settings in force.
     pub fn settings(&self) -> &HttpSettings {
         &self.settings
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<ProxyMetrics> {
+        &self.metrics
     }
 
     pub(crate) fn tasks(&self) -> &TaskTracker {
@@ -164,7 +181,13 @@ impl Gateway {
     ) -> Result<Answer, ProxyError> {
         check_head_size(&req, self.settings.max_header_bytes)?;
         check_framing(&req)?;
-        match Target::parse(req.uri().path())? {
+        let target = Target::parse(req.uri().path())?;
+        log.set_kind(match target {
+            Target::Gateway(_) => RouteKind::Gateway,
+            Target::Unrouted => RouteKind::Other,
+            Target::Service { .. } | Target::ServiceRoot { .. } => RouteKind::Service,
+        });
+        match target {
             Target::Gateway(name) => self
                 .own_path(name, req.uri().query())
                 .await
@@ -234,12 +257,27 @@ impl Gateway {
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"status":"starting"}"#.into(),
             )),
+            "metrics" => Ok(self.metrics_page()),
             "login" => match &self.auth {
                 Some(auth) => login::hand_off(auth, query).await,
                 None => Err(ProxyError::NoRoute),
             },
             _ => Err(ProxyError::NoRoute),
         }
+    }
+
+    fn metrics_page(&self) -> Response<Bytes> {
+        let mut page = String::with_capacity(8 * 1024);
+        self.metrics.render(self.routes.snapshot().len(), &mut page);
+        for source in &self.metrics_sources {
+            source.render(&mut page);
+        }
+        let mut response = Response::new(Bytes::from(page));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
     }
 
     /// The cookie the auth token travels in, when authentication is on.

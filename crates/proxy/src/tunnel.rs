@@ -21,6 +21,7 @@ pub(crate) fn spawn(
     upstream: OnUpgrade,
 ) {
     let peer = peer.ip().to_canonical();
+    let metrics = Arc::clone(gateway.metrics());
     gateway.tasks().spawn(async move {
         let started = Instant::now();
         let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
@@ -35,7 +36,9 @@ pub(crate) fn spawn(
         };
         let mut downstream = TokioIo::new(downstream);
         let mut upstream = TokioIo::new(upstream);
+        metrics.tunnel(1);
         let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+        metrics.tunnel(-1);
         let duration_ms = millis(started.elapsed());
         match copied {
             Ok((bytes_up, bytes_down)) => tracing::info!(

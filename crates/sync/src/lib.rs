@@ -15,6 +15,7 @@
 //! is `gateway_proxy`'s.
 
 pub mod endpoints;
+mod metrics;
 pub mod plan;
 mod queues;
 mod run;
@@ -23,6 +24,7 @@ mod settings;
 pub mod writeback;
 mod writer;
 
+pub use metrics::SyncMetrics;
 pub use run::{Report, Sync, SyncError};
 pub use sessions::TcpContext;
 pub use settings::{BrowserEndpoint, SyncSettings};

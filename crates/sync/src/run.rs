@@ -12,6 +12,7 @@ use gateway_proxy::{Readiness, RouteStore, RouteTable};
 use gateway_tcp::{Placement, TcpSessions};
 use serde_json::Value;
 
+use crate::metrics::SyncMetrics;
 use crate::plan::{Plan, PlanContext, Skip, WriteBack, plan};
 use crate::queues::QueueFilter;
 use crate::sessions::{TcpWant, tcp_writebacks};
@@ -92,6 +93,7 @@ pub struct Sync {
     writer: Writer,
     sessions: Option<Arc<TcpSessions>>,
     waiting_for_port: HashSet<String>,
+    metrics: Arc<SyncMetrics>,
     reported: HashSet<Skip>,
     outage: Option<Outage>,
 }
@@ -109,12 +111,14 @@ impl Sync {
         readiness: Arc<Readiness>,
         settings: SyncSettings,
     ) -> Self {
+        let metrics = Arc::new(SyncMetrics::default());
         Self {
             client: Arc::clone(&client),
             routes,
             readiness,
             queues: QueueFilter::new(settings.listen_queues.clone()),
             writer: Writer::new(
+                Arc::clone(&metrics),
                 Arc::clone(&client),
                 settings.write_concurrency,
                 settings.poll_interval,
@@ -122,9 +126,15 @@ impl Sync {
             settings,
             sessions: None,
             waiting_for_port: HashSet::new(),
+            metrics,
             reported: HashSet::new(),
             outage: None,
         }
+    }
+
+    /// The sync's counters, for `/_gateway/metrics`.
+    pub fn metrics(&self) -> Arc<SyncMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Opens and closes TCP session ports with `sessions` (with `SyncSettings::tcp` set).
@@ -178,10 +188,14 @@ impl Sync {
             let started = tokio::time::Instant::now();
             match self.sync_once().await {
                 Ok(_) => {
+                    self.metrics.succeeded(started.elapsed());
                     self.end_outage();
                     next = started + self.settings.poll_interval;
                 }
-                Err(err) => next = tokio::time::Instant::now() + self.failed(&err),
+                Err(err) => {
+                    self.metrics.failed();
+                    next = tokio::time::Instant::now() + self.failed(&err);
+                }
             }
         }
     }

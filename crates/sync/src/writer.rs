@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use gateway_clearml::ClearmlClient;
 use tokio::sync::Semaphore;
 
+use crate::metrics::SyncMetrics;
 use crate::plan::WriteBack;
 use crate::writeback::{WriteError, WriteMode, write_back};
 
@@ -19,6 +20,7 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 
 /// Runs write-backs in the background.
 pub(crate) struct Writer {
+    metrics: Arc<SyncMetrics>,
     client: Arc<ClearmlClient>,
     permits: Arc<Semaphore>,
     state: Arc<Mutex<State>>,
@@ -44,11 +46,13 @@ impl Writer {
     /// A writer with `concurrency` writes at once; a failed task is first retried after
     /// `first_retry`.
     pub(crate) fn new(
+        metrics: Arc<SyncMetrics>,
         client: Arc<ClearmlClient>,
         concurrency: usize,
         first_retry: Duration,
     ) -> Self {
         Self {
+            metrics,
             client,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             state: Arc::default(),
@@ -88,6 +92,7 @@ impl Writer {
             }
             started += 1;
             let job = Job {
+                metrics: Arc::clone(&self.metrics),
                 client: Arc::clone(&self.client),
                 permits: Arc::clone(&self.permits),
                 state: Arc::clone(&self.state),
@@ -102,6 +107,7 @@ impl Writer {
 
 /// One write-back, with what it needs to record its outcome.
 struct Job {
+    metrics: Arc<SyncMetrics>,
     client: Arc<ClearmlClient>,
     permits: Arc<Semaphore>,
     state: Arc<Mutex<State>>,
@@ -131,6 +137,7 @@ impl Job {
             Ok(_permit) => self.write(&write).await,
             Err(_) => return,
         };
+        self.metrics.written(result.is_ok());
         let mut state = lock(&self.state);
         match result {
             Ok(()) => {

@@ -2,12 +2,42 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// What the session ports have done, for metrics.
+#[derive(Debug, Default)]
+pub struct TcpCounters {
+    open: AtomicI64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    pub(crate) ports: AtomicI64,
+}
+
+impl TcpCounters {
+    /// Connections open now.
+    pub fn open_connections(&self) -> i64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Bytes moved from clients to tasks, and from tasks to clients, so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_up.load(Ordering::Relaxed),
+            self.bytes_down.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Session ports open now.
+    pub fn ports(&self) -> i64 {
+        self.ports.load(Ordering::Relaxed)
+    }
+}
 
 /// Which addresses a session may connect to.
 pub type AddressCheck = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
@@ -23,6 +53,8 @@ pub struct ForwardSettings {
     pub splice: bool,
     /// Whether an upstream address may be connected to.
     pub allow: AddressCheck,
+    /// Where connections and bytes are counted.
+    pub counters: Arc<TcpCounters>,
 }
 
 impl std::fmt::Debug for ForwardSettings {
@@ -41,6 +73,7 @@ impl Default for ForwardSettings {
             buffer: 64 * 1024,
             splice: cfg!(target_os = "linux"),
             allow: Arc::new(|_| true),
+            counters: Arc::default(),
         }
     }
 }
@@ -110,7 +143,14 @@ async fn join(
     };
     configure(&client);
     configure(&upstream);
+    let counters = &settings.counters;
+    counters.open.fetch_add(1, Ordering::Relaxed);
     let copied = copy(&mut client, &mut upstream, settings).await;
+    counters.open.fetch_sub(1, Ordering::Relaxed);
+    if let Ok((up, down)) = &copied {
+        counters.bytes_up.fetch_add(*up, Ordering::Relaxed);
+        counters.bytes_down.fetch_add(*down, Ordering::Relaxed);
+    }
     let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
     match copied {
         Ok((bytes_up, bytes_down)) => tracing::info!(

@@ -14,5 +14,5 @@ mod sessions;
 mod splice;
 
 pub use allocator::PortAllocator;
-pub use forward::{AddressCheck, ForwardSettings, Target};
+pub use forward::{AddressCheck, ForwardSettings, Target, TcpCounters};
 pub use sessions::{Placement, PortChoice, TcpSessions, Wanted};

@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::allocator::PortAllocator;
-use crate::forward::{ForwardSettings, Target, serve_port};
+use std::sync::Arc;
+
+use crate::forward::{ForwardSettings, Target, TcpCounters, serve_port};
 
 /// Which port a session listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,7 @@ impl TcpSessions {
         for key in stale {
             if let Some(active) = state.active.remove(&key) {
                 close(&mut state, active).await;
+                self.closed();
                 tracing::info!(session = %key, "tcp session port closed");
             }
         }
@@ -130,7 +133,20 @@ impl TcpSessions {
         let all: Vec<Active> = state.active.drain().map(|(_, a)| a).collect();
         for active in all {
             close(&mut state, active).await;
+            self.closed();
         }
+    }
+
+    /// What the session ports have done.
+    pub fn counters(&self) -> Arc<TcpCounters> {
+        Arc::clone(&self.settings.counters)
+    }
+
+    fn closed(&self) {
+        self.settings
+            .counters
+            .ports
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn open(&self, state: &mut State, want: &Wanted) -> Placement {
@@ -155,6 +171,10 @@ impl TcpSessions {
             session = %want.target.key, port, upstream = %format!("{}:{}", want.target.host, want.target.port),
             "tcp session port open"
         );
+        self.settings
+            .counters
+            .ports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         state.active.insert(
             want.target.key.clone(),
             Active {

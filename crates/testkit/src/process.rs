@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 use crate::clearml::{FakeClearml, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY};
 use crate::client::{client, empty};
@@ -79,12 +80,13 @@ impl GatewayCommand {
         // A port found free can be taken before the gateway binds it: try a few.
         for _ in 0..5 {
             let addr = free_port();
-            let (mut child, logs) = self.spawn(&routes, addr);
+            let (mut child, logs, log_reader) = self.spawn(&routes, addr);
             if wait_healthy(&mut child, addr).await {
                 return GatewayProcess {
                     child,
                     addr,
                     logs,
+                    log_reader,
                     routes,
                     _dir: dir,
                 };
@@ -105,7 +107,7 @@ impl GatewayCommand {
         let routes = dir.path().join("routes.toml");
         std::fs::write(&routes, self.routes_text()).expect("write the routes file");
         let addr = free_port();
-        let (mut child, logs) = self.spawn(&routes, addr);
+        let (mut child, logs, log_reader) = self.spawn(&routes, addr);
         let started = eventually(Duration::from_secs(20), || {
             let logs = Arc::clone(&logs);
             async move { logs.lock().expect("logs").contains("listening") }
@@ -121,12 +123,17 @@ impl GatewayCommand {
             child,
             addr,
             logs,
+            log_reader,
             routes,
             _dir: dir,
         }
     }
 
-    fn spawn(&self, routes: &Path, addr: SocketAddr) -> (Child, Arc<Mutex<String>>) {
+    fn spawn(
+        &self,
+        routes: &Path,
+        addr: SocketAddr,
+    ) -> (Child, Arc<Mutex<String>>, Option<JoinHandle<()>>) {
         let mut command = Command::new(&self.binary);
         command
             .env_clear()
@@ -149,8 +156,8 @@ impl GatewayCommand {
             .spawn()
             .expect("start the gateway binary");
         let logs = Arc::new(Mutex::new(String::new()));
-        collect_stderr(&mut child, Arc::clone(&logs));
-        (child, logs)
+        let log_reader = collect_stderr(&mut child, Arc::clone(&logs));
+        (child, logs, log_reader)
     }
 
     /// Runs the binary with `args` (no routes file, no port) and returns its exit status
@@ -185,18 +192,17 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("local address")
 }
 
-fn collect_stderr(child: &mut Child, logs: Arc<Mutex<String>>) {
-    let Some(stderr) = child.stderr.take() else {
-        return;
-    };
-    tokio::spawn(async move {
+/// Copies the child's stderr into `logs` line by line; the task ends when the pipe closes.
+fn collect_stderr(child: &mut Child, logs: Arc<Mutex<String>>) -> Option<JoinHandle<()>> {
+    let stderr = child.stderr.take()?;
+    Some(tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let mut logs = logs.lock().expect("logs");
             logs.push_str(&line);
             logs.push('\n');
         }
-    });
+    }))
 }
 
 /// A running gateway; killed when dropped.
@@ -204,6 +210,7 @@ pub struct GatewayProcess {
     child: Child,
     addr: SocketAddr,
     logs: Arc<Mutex<String>>,
+    log_reader: Option<JoinHandle<()>>,
     routes: PathBuf,
     _dir: TempDir,
 }
@@ -274,10 +281,15 @@ impl GatewayProcess {
 
     /// Waits for the process to exit.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        tokio::time::timeout(timeout, self.child.wait())
+        let status = tokio::time::timeout(timeout, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("the gateway did not exit; its log:\n{}", self.logs()))
-            .expect("wait for the gateway")
+            .expect("wait for the gateway");
+        // The last lines can still be in the pipe when the process is reaped.
+        if let Some(reader) = self.log_reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        status
     }
 
     /// Its peak resident memory (`VmHWM` of `/proc/<pid>/status`), in bytes.
