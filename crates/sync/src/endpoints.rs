@@ -294,6 +294,15 @@ fn tcp_endpoint(
     } else {
         let host =
             external_address.ok_or_else(|| format!("external_address{suffix} is missing"))?;
+        // A gateway's port without the task's own address (a gateway that kept the address
+        // elsewhere wrote it): forwarding to it would send the session back into this gateway.
+        if host == router_address && range.contains(&external_port) {
+            return Err(format!(
+                "external_address{suffix} is this gateway's own address and \
+                 upstream_task_address{suffix} is missing: the task's own address is unknown \
+                 (request the endpoint again)"
+            ));
+        }
         (host, upstream_port.unwrap_or(external_port), None)
     };
     Upstream::from_host_port(&host, port).map_err(|err| format!("task address {host:?}: {err}"))?;
@@ -303,4 +312,84 @@ fn tcp_endpoint(
         port,
         adopt,
     })
+}
+
+#[cfg(test)]
+mod tcp_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(runtime: Value) -> (Vec<TcpEndpoint>, Vec<Skipped>) {
+        let Value::Object(runtime) = runtime else {
+            panic!("an object")
+        };
+        tcp_endpoints(&runtime, "gw.example.com", &(10000..=10099))
+    }
+
+    #[test]
+    fn session_keys_with_and_without_upstream_task_port_are_read() {
+        let (endpoints, skipped) = read(json!({
+            "external_address": "10.0.0.5", "external_tcp_port": 22,
+            "external_address__jupyter": "10.0.0.5", "external_tcp_port__jupyter": "8888",
+            "upstream_task_port__jupyter": 8889,
+        }));
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(
+            endpoints,
+            [
+                TcpEndpoint {
+                    name: None,
+                    host: "10.0.0.5".into(),
+                    port: 22,
+                    adopt: None
+                },
+                TcpEndpoint {
+                    name: Some("jupyter".into()),
+                    host: "10.0.0.5".into(),
+                    port: 8889,
+                    adopt: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_port_given_by_a_gateway_is_adopted_with_the_tasks_own_address() {
+        let (endpoints, skipped) = read(json!({
+            "external_address": "gw.example.com", "external_tcp_port": 10007,
+            "upstream_task_address": "10.0.0.5", "upstream_task_port": 22,
+        }));
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(
+            endpoints,
+            [TcpEndpoint {
+                name: None,
+                host: "10.0.0.5".into(),
+                port: 22,
+                adopt: Some(10007)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_gateway_port_without_the_tasks_address_is_skipped_not_looped_back() {
+        let (endpoints, skipped) = read(json!({
+            "external_address": "gw.example.com", "external_tcp_port": 10007,
+            "upstream_task_port": 22,
+            "external_address__outside": "gw.example.com", "external_tcp_port__outside": 22,
+        }));
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].key, "external_tcp_port");
+        assert!(
+            skipped[0]
+                .reason
+                .contains("upstream_task_address is missing")
+        );
+        assert_eq!(
+            endpoints.len(),
+            1,
+            "a port outside the range is the task's own"
+        );
+        assert_eq!(endpoints[0].port, 22);
+    }
 }
