@@ -302,6 +302,49 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_example_sets_known_variables_and_exposes_its_whole_port_range() {
+        let manifest = include_str!("../../docs/kubernetes/gateway.yaml");
+        // `  NAME: "value"` lines of the ConfigMap's and the Secret's data.
+        let settings: std::collections::BTreeMap<&str, &str> = manifest
+            .lines()
+            .filter_map(|line| line.strip_prefix("  ")?.split_once(": "))
+            .filter(|(name, _)| name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+            .map(|(name, value)| (name, value.trim_matches('"')))
+            .collect();
+        for name in settings.keys() {
+            assert!(
+                super::is_known(name),
+                "gateway.yaml sets {name}, which the gateway ignores"
+            );
+        }
+        let port = |name| settings[name].parse::<u16>().unwrap();
+        let range: Vec<u16> = (port("TCP_PORT_START")..=port("TCP_PORT_END")).collect();
+        let exposed: Vec<u16> = manifest
+            .lines()
+            .filter_map(|line| {
+                line.split_once("{ name: tcp-")?
+                    .1
+                    .split_once(',')?
+                    .0
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert_eq!(exposed, range, "the Service lists the TCP session range");
+        for required in [
+            "ROUTER_NAME",
+            "ROUTER_URL",
+            "CLEARML_API_HOST",
+            "CLEARML_API_SECRET_KEY",
+        ] {
+            assert!(
+                settings.contains_key(required),
+                "gateway.yaml lacks {required}"
+            );
+        }
+    }
+
+    #[test]
     fn every_variable_is_documented() {
         let docs = include_str!("../../docs/configuration.md");
         for variable in VARIABLES {
