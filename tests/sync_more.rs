@@ -157,6 +157,13 @@ async fn a_steady_state_on_an_older_server_makes_no_writes_either() {
     })
     .await;
     assert!(all_written, "{}", gw.logs());
+    // Each write reads the runtime back after the edit: wait until every job has finished.
+    let jobs_done = eventually(Duration::from_secs(10), || async {
+        let page = client(gw.addr()).get("/_gateway/metrics").await.text();
+        page.contains("clearml_gateway_writebacks_total{result=\"ok\"} 100\n")
+    })
+    .await;
+    assert!(jobs_done, "{}", gw.logs());
     assert_eq!(
         server.calls("tasks.edit"),
         100,
