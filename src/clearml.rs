@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{ClearmlConfig, Config};
 use crate::metrics::TcpMetrics;
-use crate::mode::{report, server};
+use crate::mode::{listen, report, server};
 use crate::signals;
 
 /// Serves the tasks' routes until SIGTERM/SIGINT; fails if ClearML refuses the gateway's keys.
@@ -48,9 +48,7 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>) -> anyhow::Result<()> {
         .metrics_source(authorizer.metrics())
         .metrics_source(Arc::new(TcpMetrics(Arc::clone(&forward.counters))))
         .build();
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = listen(config.listen).await?;
     tracing::info!(address = %config.listen, clearml = %clearml.api_host, "listening; routes come from ClearML");
     serve_and_sync(server(gateway, tls), listener, sync).await
 }
@@ -86,7 +84,8 @@ async fn serve_and_sync(
     }
 }
 
-fn client(clearml: &ClearmlConfig, config: &Config) -> anyhow::Result<ClearmlClient> {
+/// The ClearML API client with the gateway's keys.
+pub fn client(clearml: &ClearmlConfig, config: &Config) -> anyhow::Result<ClearmlClient> {
     let settings = ClientSettings {
         api_host: clearml.api_host.clone(),
         access_key: clearml.access_key.clone(),

@@ -1,4 +1,5 @@
-//! The command line: `clearml-gateway [--env-file FILE] [--routes FILE] [--check-config]`.
+//! The command line: `clearml-gateway [--env-file FILE] [--routes FILE] [--check-config |
+//! --health-check]`.
 
 use std::path::PathBuf;
 
@@ -21,13 +22,15 @@ pub struct Cli {
 
 /// Shown by `--help` and after a usage error.
 pub const USAGE: &str = "\
-usage: clearml-gateway [--env-file FILE] [--routes FILE] [--check-config]
+usage: clearml-gateway [--env-file FILE] [--routes FILE] [--check-config | --health-check]
        clearml-gateway --help | --version
 
   --env-file FILE   read variables from a runtime.env first (the environment wins)
   --routes FILE     standalone mode: serve the fixed routes of a TOML file
                     (only without CLEARML_API_HOST; nothing is authenticated)
-  --check-config    print the effective configuration, secrets masked, and exit
+  --check-config    print the effective configuration, secrets masked, and exit; with
+                    CLEARML_API_HOST, also log in to ClearML and look up LISTEN_QUEUE_NAME
+                    (read-only; exit 1 if ClearML cannot be reached or refuses the keys)
   --health-check    ask the gateway running with this configuration for /_gateway/health;
                     exit 0 if it answers 200 (the container image's health check)
   -h, --help        print this help and exit

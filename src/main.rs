@@ -11,6 +11,7 @@ mod health;
 mod logging;
 mod metrics;
 mod mode;
+mod preflight;
 mod signals;
 mod standalone;
 
@@ -41,6 +42,11 @@ fn main() -> ExitCode {
     }
     let config = match Config::load(cli.env_file.as_deref()) {
         Ok(config) => config,
+        // Docker reserves a health check's status 2: a probe that cannot run is unhealthy.
+        Err(err) if cli.health_check => {
+            eprintln!("clearml-gateway: configuration error: {err}");
+            return ExitCode::FAILURE;
+        }
         Err(err) => return configuration_error(&err),
     };
     if cli.health_check {
@@ -61,13 +67,26 @@ fn configuration_error(err: &dyn std::error::Error) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// `--check-config`: the effective configuration, then whether the gateway could start.
+/// `--check-config`: the effective configuration, whether the gateway could start, and in
+/// ClearML mode whether ClearML lets it in (read-only).
 fn check_config(config: &Config, mode: Result<Mode, ModeError>) -> ExitCode {
     print!("{}", config.render());
     match mode {
         Ok(mode) => {
             println!("# {}", mode.describe());
-            ExitCode::SUCCESS
+            let Some(clearml) = &config.clearml else {
+                return ExitCode::SUCCESS;
+            };
+            match preflight::check_clearml(clearml, config) {
+                Ok(lines) => {
+                    lines.iter().for_each(|line| println!("# {line}"));
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    println!("# ClearML check failed: {err}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Err(err) => {
             println!("# not startable: {err}");

@@ -3,12 +3,14 @@
 //! ClearML: the sync keeps the table in step with the tasks that asked for endpoints.
 //! Standalone: a fixed table from `--routes FILE`, re-read on SIGHUP, nothing authenticated.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_proxy::{Drain, Gateway, Server, Tls, TlsError};
+use tokio::net::TcpListener;
 
 use crate::clearml;
 use crate::config::Config;
@@ -114,6 +116,23 @@ pub fn server(gateway: Arc<Gateway>, tls: Option<Arc<Tls>>) -> Server {
         }
         None => server,
     }
+}
+
+/// Binds the HTTP listener; the error says what to do about the two usual causes.
+pub async fn listen(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|err| {
+        let hint = match err.kind() {
+            std::io::ErrorKind::PermissionDenied if address.port() < 1024 => {
+                " (ports below 1024 need root or CAP_NET_BIND_SERVICE; the image runs as \
+                 UID 65532: see docs/migration.md)"
+            }
+            std::io::ErrorKind::AddrInUse => {
+                " (another process holds the port: the gateway being replaced, still running?)"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on {address}: {err}{hint}")
+    })
 }
 
 /// How often the TLS files are checked for a change.

@@ -4,16 +4,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use gateway_proxy::{Gateway, Readiness, RouteStore, Tls};
 use gateway_tcp::{Placement, TcpSessions, Wanted};
-use tokio::net::TcpListener;
 
 use crate::clearml::forward_settings;
 use crate::config::Config;
 use crate::config::routes_file::{self, Routes};
 use crate::metrics::TcpMetrics;
-use crate::mode::{report, server};
+use crate::mode::{listen, report, server};
 use crate::signals;
 
 /// Serves the file's routes and ports until SIGTERM/SIGINT.
@@ -31,9 +29,7 @@ pub async fn run(
         .readiness(Arc::clone(&readiness))
         .metrics_source(Arc::new(TcpMetrics(Arc::clone(&forward.counters))))
         .build();
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = listen(config.listen).await?;
     let sessions = Arc::new(TcpSessions::new(config.listen.ip(), None, forward));
     let failed = open_ports(&sessions, routes.tcp).await;
     if let Some(reason) = failed.first() {

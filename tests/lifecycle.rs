@@ -204,17 +204,23 @@ async fn a_broken_routes_file_is_named_with_its_line() {
 async fn env_file_and_check_config_show_the_effective_settings_with_secrets_masked() {
     let dir = TempDir::new("envfile");
     let env_file = dir.path().join("runtime.env");
+    // A port nothing listens on: the check of ClearML fails at once, without the network.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_host = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
     std::fs::write(
         &env_file,
-        "# as for the original gateway\nPROXY_TAG=\nROUTER_NAME=router-a\n\
+        format!(
+            "# as for the original gateway\nPROXY_TAG=\nROUTER_NAME=router-a\n\
          ROUTER__WEBSERVER__SERVER_PORT=8010\nROUTER_URL=https://gw.example.com\n\
-         CLEARML_API_HOST=https://api.example.com\nCLEARML_API_ACCESS_KEY=AKEY\n\
+         CLEARML_API_HOST={api_host}\nCLEARML_API_ACCESS_KEY=AKEY\n\
          CLEARML_API_SECRET_KEY=s3cr3t-value\nAUTH_COOKIE_NAME=allegro_token_x\n\
          AUTH_SECURE_ENABLED=true\nTCP_ROUTER_ADDRESS=\nTCP_PORT_START=\nTCP_PORT_END=\n\
-         LISTEN_QUEUE_NAME=queue1 queue2\n",
+         LISTEN_QUEUE_NAME=queue1 queue2\n"
+        ),
     )
     .unwrap();
-    let (_, output) = gateway(BIN)
+    let (status, output) = gateway(BIN)
         .env("ROUTER_NAME", "from-the-environment")
         .run(&["--env-file", env_file.to_str().unwrap(), "--check-config"])
         .await;
@@ -233,6 +239,15 @@ async fn env_file_and_check_config_show_the_effective_settings_with_secrets_mask
         "{output}"
     );
     assert!(output.contains("TCP_PORT_START=\n"), "{output}");
+    assert!(
+        output.contains("# ClearML check failed: ") && output.contains(&api_host),
+        "{output}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "ClearML could not be asked: {output}"
+    );
 }
 
 #[tokio::test]

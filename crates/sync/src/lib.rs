@@ -25,6 +25,7 @@ pub mod writeback;
 mod writer;
 
 pub use metrics::SyncMetrics;
+pub use queues::queue_ids;
 pub use run::{Report, Sync, SyncError};
 pub use sessions::TcpContext;
 pub use settings::{BrowserEndpoint, SyncSettings};

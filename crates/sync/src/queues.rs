@@ -48,13 +48,7 @@ impl QueueFilter {
     pub async fn resolve(&mut self, client: &ClearmlClient) -> Result<(), ClearmlError> {
         let mut ids = HashSet::new();
         for name in &self.names {
-            let pattern = format!("^{}$", regex_escape(name));
-            let found: Vec<_> = client
-                .queues_get_all(&pattern)
-                .await?
-                .into_iter()
-                .filter(|q| &q.name == name)
-                .collect();
+            let found = queue_ids(client, name).await?;
             if found.is_empty() {
                 if self.reported_missing.insert(name.clone()) {
                     tracing::warn!(queue = %name, "LISTEN_QUEUE_NAME names a queue ClearML does not have; its tasks will be routed once it exists");
@@ -62,7 +56,7 @@ impl QueueFilter {
             } else if self.reported_missing.remove(name) {
                 tracing::info!(queue = %name, "queue now exists; routing its tasks");
             }
-            ids.extend(found.into_iter().map(|q| q.id));
+            ids.extend(found);
         }
         if self.resolved_at.is_none() {
             tracing::info!(queues = ?self.names, ids = ids.len(), "routing only the tasks of these queues");
@@ -71,6 +65,18 @@ impl QueueFilter {
         self.resolved_at = Some(Instant::now());
         Ok(())
     }
+}
+
+/// The ids of the queues named exactly `name` (the server matches a regular expression).
+pub async fn queue_ids(client: &ClearmlClient, name: &str) -> Result<Vec<String>, ClearmlError> {
+    let pattern = format!("^{}$", regex_escape(name));
+    Ok(client
+        .queues_get_all(&pattern)
+        .await?
+        .into_iter()
+        .filter(|q| q.name == name)
+        .map(|q| q.id)
+        .collect())
 }
 
 /// Escapes a queue name for the server's regular expression match.
