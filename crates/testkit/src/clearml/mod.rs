@@ -46,6 +46,7 @@ impl Drop for FakeClearml {
 pub struct FakeClearmlBuilder {
     api_version: String,
     token_lifetime: Duration,
+    addr: SocketAddr,
 }
 
 impl FakeClearml {
@@ -54,6 +55,7 @@ impl FakeClearml {
         FakeClearmlBuilder {
             api_version: "2.31".to_owned(),
             token_lifetime: Duration::from_secs(30 * 24 * 3600),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 
@@ -214,14 +216,25 @@ impl FakeClearmlBuilder {
         self
     }
 
-    /// Starts the server on a fresh port.
+    /// Listens on `addr` instead of a fresh port of `127.0.0.1`.
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Starts the server on a fresh port (or the one [`addr`](Self::addr) gave).
     pub async fn start(self) -> FakeClearml {
+        self.try_start().await.expect("bind the fake ClearML")
+    }
+
+    /// Like [`start`](Self::start), with the error when the address cannot be bound.
+    pub async fn try_start(self) -> std::io::Result<FakeClearml> {
         let state = Arc::new(Mutex::new(State::new(
             self.api_version,
             self.token_lifetime,
         )));
-        let (addr, task) = server::serve(Arc::clone(&state)).await;
-        FakeClearml { addr, state, task }
+        let (addr, task) = server::serve(Arc::clone(&state), self.addr).await?;
+        Ok(FakeClearml { addr, state, task })
     }
 }
 

@@ -20,12 +20,13 @@ use super::handlers::{self, ApiError, Caller};
 use super::jwt;
 use super::state::{Fault, State};
 
-/// Starts serving on a fresh port.
-pub async fn serve(state: Arc<Mutex<State>>) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the fake ClearML");
-    let addr = listener.local_addr().expect("fake ClearML address");
+/// Starts serving on `addr` (port 0 for a fresh one).
+pub async fn serve(
+    state: Arc<Mutex<State>>,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -40,7 +41,7 @@ pub async fn serve(state: Arc<Mutex<State>>) -> (SocketAddr, JoinHandle<()>) {
             });
         }
     });
-    (addr, task)
+    Ok((addr, task))
 }
 
 /// A refusal to answer at all: hyper closes the connection without a response.
