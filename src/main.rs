@@ -102,6 +102,7 @@ fn serve(config: Config, mode: Mode) -> ExitCode {
         tracing::warn!(variable = %name, "ignoring an environment variable that is not a gateway setting");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime_threads)
         .enable_all()
         .build()
     {

@@ -75,6 +75,7 @@ fn effective_value(c: &Config, name: &str) -> String {
         "TCP_PORT_START" => tcp.map(|t| t.ports.start().to_string()).unwrap_or_default(),
         "TCP_PORT_END" => tcp.map(|t| t.ports.end().to_string()).unwrap_or_default(),
         "LISTEN_QUEUE_NAME" => c.listen_queues.join(","),
+        "ROUTER__RUNTIME__THREADS" => c.runtime_threads.to_string(),
         "ROUTER__SYNC__POLL_INTERVAL_MS" => ms(c.poll_interval),
         "ROUTER__SYNC__REQUEST_TIMEOUT_MS" => ms(c.clearml_timeout),
         "ROUTER__SYNC__MAX_BACKOFF_MS" => ms(c.max_backoff),

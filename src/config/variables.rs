@@ -133,6 +133,11 @@ pub const VARIABLES: &[Variable] = &[
         "queues whose tasks this gateway routes (comma or space separated); empty = all",
     ),
     var(
+        "ROUTER__RUNTIME__THREADS",
+        "one per core",
+        "threads serving connections and requests (the cores the process may use, by default)",
+    ),
+    var(
         "ROUTER__SYNC__POLL_INTERVAL_MS",
         "2000",
         "how often ClearML is polled, in milliseconds",
