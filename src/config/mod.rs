@@ -147,6 +147,8 @@ pub struct LogConfig {
     pub filter: String,
     /// `ROUTER__LOG_FORMAT`.
     pub format: LogFormat,
+    /// `ROUTER__LOG_FLUSH_MS`: the longest a line waits to be written; zero writes each at once.
+    pub flush_every: Duration,
 }
 
 /// PEM files to serve TLS with.
@@ -484,12 +486,25 @@ fn log(raw: &RawEnv) -> Result<LogConfig, ConfigError> {
         }
         None => level.to_owned(),
     };
+    let flush_ms =
+        Value::of("ROUTER__LOG_FLUSH_MS", &raw.log_flush_ms).number(100, 0, "milliseconds")?;
+    if flush_ms > MAX_LOG_FLUSH_MS {
+        return Err(
+            Value::of("ROUTER__LOG_FLUSH_MS", &raw.log_flush_ms).reject(format!(
+                "a whole number of milliseconds, from 0 to {MAX_LOG_FLUSH_MS}"
+            )),
+        );
+    }
     Ok(LogConfig {
         level,
         filter,
         format,
+        flush_every: Duration::from_millis(flush_ms),
     })
 }
+
+/// Lines held longer than this would make `docker logs` look stuck.
+const MAX_LOG_FLUSH_MS: u64 = 10_000;
 
 /// Largest accepted `ROUTER__HTTP__MAX_HEADER_BYTES`: heads beyond 1 MiB are an attack,
 /// not a request.

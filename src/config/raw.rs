@@ -66,6 +66,8 @@ pub struct RawEnv {
     pub(super) tls_cert: Option<String>,
     #[serde(rename = "router__webserver__tls_key")]
     pub(super) tls_key: Option<String>,
+    #[serde(rename = "router__log_flush_ms")]
+    pub(super) log_flush_ms: Option<String>,
     #[serde(rename = "router__log_format")]
     pub(super) log_format: Option<String>,
     #[serde(rename = "logger_level")]

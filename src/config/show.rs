@@ -98,6 +98,7 @@ fn effective_value(c: &Config, name: &str) -> String {
             LogFormat::Text => "text".to_owned(),
             LogFormat::Json => "json".to_owned(),
         },
+        "ROUTER__LOG_FLUSH_MS" => ms(c.log.flush_every),
         "LOGGER_LEVEL" => c.log.level.to_owned(),
         "RUST_LOG" => c.log.filter.clone(),
         "ROUTER__HTTP__CONNECT_TIMEOUT_MS" => ms(http.connect_timeout),

@@ -174,6 +174,11 @@ pub const VARIABLES: &[Variable] = &[
     ),
     var("ROUTER__LOG_FORMAT", "text", "log format: text or json"),
     var(
+        "ROUTER__LOG_FLUSH_MS",
+        "100",
+        "log lines are written in batches at least this often; 0 writes each line at once",
+    ),
+    var(
         "LOGGER_LEVEL",
         "info",
         "log level: trace, debug, info, warning, error",
