@@ -13,6 +13,8 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
+use gateway_proxy::{AccessFormat, AccessSink};
+
 use crate::config::{LogConfig, LogFormat};
 
 /// A buffer this full is written at once.
@@ -122,6 +124,35 @@ impl Drop for EventWriter {
     fn drop(&mut self) {
         let full = buffer().len() >= FLUSH_AT;
         if full || self.urgent || UNBATCHED.load(std::sync::atomic::Ordering::Relaxed) {
+            flush();
+        }
+    }
+}
+
+/// Access lines formatted by the proxy, into the same batched buffer as every other line.
+#[derive(Debug)]
+pub struct AccessLines(AccessFormat);
+
+/// The sink for the gateway's access lines, in the configured format.
+pub fn access_lines(config: &LogConfig) -> std::sync::Arc<AccessLines> {
+    std::sync::Arc::new(AccessLines(match config.format {
+        LogFormat::Text => AccessFormat::Text,
+        LogFormat::Json => AccessFormat::Json,
+    }))
+}
+
+impl AccessSink for AccessLines {
+    fn format(&self) -> AccessFormat {
+        self.0
+    }
+
+    fn write_line(&self, line: &[u8], urgent: bool) {
+        let full = {
+            let mut buffer = buffer();
+            buffer.extend_from_slice(line);
+            buffer.len() >= FLUSH_AT
+        };
+        if full || urgent || UNBATCHED.load(std::sync::atomic::Ordering::Relaxed) {
             flush();
         }
     }

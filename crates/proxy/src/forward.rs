@@ -66,6 +66,8 @@ pub(crate) struct Inbound<'a> {
     pub(crate) forwarded_path: &'a str,
     /// The client's address.
     pub(crate) peer: SocketAddr,
+    /// The client's address as a header value.
+    pub(crate) peer_header: HeaderValue,
     /// Who the client is and where its token was, when authentication is on.
     pub(crate) admission: Option<&'a Admission>,
 }
@@ -135,8 +137,9 @@ fn prepare(
     let Inbound {
         mut req,
         forwarded_path,
-        peer,
+        peer_header,
         admission,
+        ..
     } = inbound;
     if let Some(ip) = route.upstream().ip() {
         if !settings.upstream_policy.permits(ip) {
@@ -157,7 +160,7 @@ fn prepare(
     let (mut parts, body) = req.into_parts();
     check_declared_length(&parts, settings.max_body_bytes)?;
     let forwarded = ForwardedFor {
-        peer: peer.ip(),
+        peer: &peer_header,
         proto: settings.client_scheme.as_str(),
         prefix: route.prefix_header(),
         request_authority: parts.uri.authority(),

@@ -14,6 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
+use crate::access_line::AccessSink;
 use crate::access_log::AccessLog;
 use crate::answers::{Audience, add_trailing_slash, error_response, json_response};
 use crate::auth::{Admission, AuthSettings, find_token};
@@ -54,6 +55,7 @@ pub struct Gateway {
     auth: Option<AuthSettings>,
     metrics: Arc<ProxyMetrics>,
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    access_sink: Option<Arc<dyn AccessSink>>,
     /// Connections and tunnels, so that shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -66,9 +68,16 @@ pub struct GatewayBuilder {
     settings: HttpSettings,
     auth: Option<AuthSettings>,
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    access_sink: Option<Arc<dyn AccessSink>>,
 }
 
 impl GatewayBuilder {
+    /// Writes access lines to `sink` (by default they are `tracing` events).
+    pub fn access_sink(mut self, sink: Arc<dyn AccessSink>) -> Self {
+        self.access_sink = Some(sink);
+        self
+    }
+
     /// Uses these timeouts and limits instead of the defaults.
     pub fn settings(mut self, settings: HttpSettings) -> Self {
         self.settings = settings;
@@ -103,6 +112,7 @@ impl GatewayBuilder {
             auth: self.auth,
             metrics: Arc::default(),
             metrics_sources: self.metrics_sources,
+            access_sink: self.access_sink,
             tasks: TaskTracker::new(),
         })
     }
@@ -117,6 +127,7 @@ impl Gateway {
             settings: HttpSettings::default(),
             auth: None,
             metrics_sources: Vec::new(),
+            access_sink: None,
         }
     }
 
@@ -133,6 +144,10 @@ impl Gateway {
     /// The settings in force.
     pub fn settings(&self) -> &HttpSettings {
         &self.settings
+    }
+
+    pub(crate) fn access_sink(&self) -> Option<Arc<dyn AccessSink>> {
+        self.access_sink.clone()
     }
 
     pub(crate) fn metrics(&self) -> &Arc<ProxyMetrics> {
@@ -209,6 +224,7 @@ impl Gateway {
                     req,
                     forwarded_path: &forwarded_path,
                     peer,
+                    peer_header: log.peer_header().clone(),
                     admission: admission.as_ref(),
                 };
                 forward::forward(self, &route, request, log)
