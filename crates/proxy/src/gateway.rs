@@ -21,9 +21,10 @@ use crate::auth::{Admission, AuthSettings, find_token};
 use crate::body::ResponseBody;
 use crate::conn::ActiveRequest;
 use crate::error::ProxyError;
-use crate::forward::{self, UpstreamClient};
+use crate::forward;
 use crate::login;
 use crate::metrics::{MetricsSource, ProxyMetrics, RouteKind};
+use crate::pool::{Lease, UpstreamPool};
 use crate::routes::{Route, RouteStore};
 use crate::settings::HttpSettings;
 use crate::target::Target;
@@ -50,7 +51,7 @@ pub struct Gateway {
     routes: Arc<RouteStore>,
     readiness: Arc<Readiness>,
     settings: HttpSettings,
-    client: UpstreamClient,
+    pool: Arc<UpstreamPool>,
     /// `None` serves everyone (standalone mode).
     auth: Option<AuthSettings>,
     metrics: Arc<ProxyMetrics>,
@@ -105,7 +106,7 @@ impl GatewayBuilder {
     /// Builds the gateway; it must be created inside a tokio runtime.
     pub fn build(self) -> Arc<Gateway> {
         Arc::new(Gateway {
-            client: forward::upstream_client(&self.settings),
+            pool: forward::upstream_pool(&self.settings),
             routes: self.routes,
             readiness: self.readiness,
             settings: self.settings,
@@ -158,8 +159,8 @@ impl Gateway {
         &self.tasks
     }
 
-    pub(crate) fn client(&self) -> &UpstreamClient {
-        &self.client
+    pub(crate) fn pool(&self) -> &Arc<UpstreamPool> {
+        &self.pool
     }
 
     /// Answers one request; never fails: trouble becomes a status and a JSON body.
@@ -172,9 +173,9 @@ impl Gateway {
         let mut log = AccessLog::start(req.method(), req.uri(), peer.ip(), active);
         let audience = Audience::of(req.headers());
         match self.dispatch(req, peer, &mut log).await {
-            Ok(Answer::Upstream(response)) => {
+            Ok(Answer::Upstream(response, lease)) => {
                 log.set_status(response.status());
-                response.map(|body| ResponseBody::upstream(body, log))
+                response.map(|body| ResponseBody::upstream(body, lease, log))
             }
             Ok(Answer::Local(response)) => {
                 log.set_status(response.status());
@@ -229,7 +230,7 @@ impl Gateway {
                 };
                 forward::forward(self, &route, request, log)
                     .await
-                    .map(Answer::Upstream)
+                    .map(|(response, lease)| Answer::Upstream(response, lease))
             }
         }
     }
@@ -304,7 +305,7 @@ impl Gateway {
 
 /// A response on its way out: streamed from the upstream, or made here.
 pub(crate) enum Answer {
-    Upstream(Response<Incoming>),
+    Upstream(Response<Incoming>, Option<Lease>),
     Local(Response<Bytes>),
 }
 

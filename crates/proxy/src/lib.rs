@@ -32,6 +32,7 @@ mod headers;
 mod login;
 pub mod metrics;
 pub mod policy;
+mod pool;
 pub mod routes;
 pub mod server;
 pub mod settings;
