@@ -47,6 +47,7 @@ pub async fn run(config: Config, tls: Option<Arc<Tls>>) -> anyhow::Result<()> {
         .metrics_source(sync.metrics())
         .metrics_source(authorizer.metrics())
         .metrics_source(Arc::new(TcpMetrics(Arc::clone(&forward.counters))))
+        .access_sink(crate::logging::access_lines(&config.log))
         .build();
     let listener = listen(config.listen).await?;
     tracing::info!(address = %config.listen, clearml = %clearml.api_host, "listening; routes come from ClearML");

@@ -101,21 +101,33 @@ fn serve(config: Config, mode: Mode) -> ExitCode {
     for name in &config.unknown_router_vars {
         tracing::warn!(variable = %name, "ignoring an environment variable that is not a gateway setting");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(config.runtime_threads) {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!("cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(mode.run(config)) {
+    let status = match runtime.block_on(mode.run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::flush();
+    status
+}
+
+/// One thread runs everything on the current thread, with no work-stealing machinery and
+/// no wake-ups between threads (nginx's one worker); more share the work between them.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()
 }

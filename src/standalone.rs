@@ -28,6 +28,7 @@ pub async fn run(
         .settings(config.http.clone())
         .readiness(Arc::clone(&readiness))
         .metrics_source(Arc::new(TcpMetrics(Arc::clone(&forward.counters))))
+        .access_sink(crate::logging::access_lines(&config.log))
         .build();
     let listener = listen(config.listen).await?;
     let sessions = Arc::new(TcpSessions::new(config.listen.ip(), None, forward));

@@ -131,3 +131,23 @@ async fn an_idle_http2_connection_is_closed_too() {
     );
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
+
+#[tokio::test]
+async fn an_upstream_that_closes_its_kept_alive_connection_costs_no_request() {
+    // HTTP/1.1 without `Connection: close`, so the gateway keeps the connection for the next
+    // request, but the app closes it right after answering.
+    let app = backend::fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let gw = gateway(BIN).route("flaky", app.url()).start().await;
+    let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+    for round in 0..20 {
+        stream
+            .write_all(b"GET /service/flaky/ HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "round {round}: {head}");
+        assert!(head.ends_with("ok"), "round {round}: {head}");
+    }
+}

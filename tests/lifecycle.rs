@@ -347,3 +347,19 @@ async fn an_unusable_tls_certificate_stops_the_start() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn runtime_threads_sets_how_many_threads_serve() {
+    let app = backend::echo().await;
+    let gw = gateway(BIN)
+        .route("app", app.url())
+        .env("ROUTER__RUNTIME__THREADS", "3")
+        .start()
+        .await;
+    let workers = std::fs::read_dir(format!("/proc/{}/task", gw.pid()))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("tokio-rt-worker"))
+        .count();
+    assert_eq!(workers, 3);
+}

@@ -147,6 +147,8 @@ pub struct LogConfig {
     pub filter: String,
     /// `ROUTER__LOG_FORMAT`.
     pub format: LogFormat,
+    /// `ROUTER__LOG_FLUSH_MS`: the longest a line waits to be written; zero writes each at once.
+    pub flush_every: Duration,
 }
 
 /// PEM files to serve TLS with.
@@ -175,6 +177,8 @@ pub struct Config {
     pub tcp: Option<TcpConfig>,
     /// `LISTEN_QUEUE_NAME`, split; empty for every queue.
     pub listen_queues: Vec<String>,
+    /// `ROUTER__RUNTIME__THREADS`: threads serving connections (default: one per core).
+    pub runtime_threads: usize,
     /// `ROUTER__SYNC__POLL_INTERVAL_MS`.
     pub poll_interval: Duration,
     /// `ROUTER__SYNC__REQUEST_TIMEOUT_MS`: longest wait for one ClearML call.
@@ -246,6 +250,7 @@ impl Config {
             auth: auth(&raw, https || tls.is_some())?,
             tcp,
             listen_queues: Value::of("LISTEN_QUEUE_NAME", &raw.listen_queues).list(),
+            runtime_threads: runtime_threads(&raw)?,
             poll_interval: Value::of("ROUTER__SYNC__POLL_INTERVAL_MS", &raw.poll_interval_ms)
                 .millis(2000, 100)?,
             clearml_timeout: Value::of("ROUTER__SYNC__REQUEST_TIMEOUT_MS", &raw.request_timeout_ms)
@@ -284,6 +289,22 @@ fn environment() -> Result<Vec<(String, String)>, ConfigError> {
     }
     Ok(vars)
 }
+
+/// One thread per core the process may run on (its CPU affinity and cgroup quota count).
+fn runtime_threads(raw: &RawEnv) -> Result<usize, ConfigError> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = Value::of("ROUTER__RUNTIME__THREADS", &raw.runtime_threads).number(
+        u64::try_from(cores).unwrap_or(1),
+        1,
+        "threads",
+    )?;
+    Ok(usize::try_from(threads)
+        .unwrap_or(usize::MAX)
+        .min(MAX_THREADS))
+}
+
+/// More threads than this only cost memory and scheduling: no machine runs them at once.
+const MAX_THREADS: usize = 1024;
 
 fn clearml(raw: &RawEnv) -> Result<Option<ClearmlConfig>, ConfigError> {
     let Some(api_host) = Value::of("CLEARML_API_HOST", &raw.api_host).http_url()? else {
@@ -465,12 +486,25 @@ fn log(raw: &RawEnv) -> Result<LogConfig, ConfigError> {
         }
         None => level.to_owned(),
     };
+    let flush_ms =
+        Value::of("ROUTER__LOG_FLUSH_MS", &raw.log_flush_ms).number(100, 0, "milliseconds")?;
+    if flush_ms > MAX_LOG_FLUSH_MS {
+        return Err(
+            Value::of("ROUTER__LOG_FLUSH_MS", &raw.log_flush_ms).reject(format!(
+                "a whole number of milliseconds, from 0 to {MAX_LOG_FLUSH_MS}"
+            )),
+        );
+    }
     Ok(LogConfig {
         level,
         filter,
         format,
+        flush_every: Duration::from_millis(flush_ms),
     })
 }
+
+/// Lines held longer than this would make `docker logs` look stuck.
+const MAX_LOG_FLUSH_MS: u64 = 10_000;
 
 /// Largest accepted `ROUTER__HTTP__MAX_HEADER_BYTES`: heads beyond 1 MiB are an attack,
 /// not a request.

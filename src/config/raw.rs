@@ -50,6 +50,8 @@ pub struct RawEnv {
     pub(super) tcp_end_alias: Option<String>,
     #[serde(rename = "listen_queue_name")]
     pub(super) listen_queues: Option<String>,
+    #[serde(rename = "router__runtime__threads")]
+    pub(super) runtime_threads: Option<String>,
     #[serde(rename = "router__sync__poll_interval_ms")]
     pub(super) poll_interval_ms: Option<String>,
     #[serde(rename = "router__sync__request_timeout_ms")]
@@ -64,6 +66,8 @@ pub struct RawEnv {
     pub(super) tls_cert: Option<String>,
     #[serde(rename = "router__webserver__tls_key")]
     pub(super) tls_key: Option<String>,
+    #[serde(rename = "router__log_flush_ms")]
+    pub(super) log_flush_ms: Option<String>,
     #[serde(rename = "router__log_format")]
     pub(super) log_format: Option<String>,
     #[serde(rename = "logger_level")]

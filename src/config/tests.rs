@@ -177,3 +177,15 @@ fn check_config_masks_secrets_and_flags_unknown_router_names() {
     assert!(shown.contains("ROUTER__HTTP__RESPONSE_HEADER_TIMEOUT_MS=300000\n"));
     assert!(shown.contains("# ignored (not a gateway setting): ROUTER__HTTP__CONECT_TIMEOUT_MS"));
 }
+
+#[test]
+fn runtime_threads_default_to_the_cores_the_process_may_use() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(config(&[]).unwrap().runtime_threads, cores);
+    let one = config(&[("ROUTER__RUNTIME__THREADS", "1")]).unwrap();
+    assert_eq!(one.runtime_threads, 1);
+    assert_eq!(
+        error(&[("ROUTER__RUNTIME__THREADS", "0")]),
+        "ROUTER__RUNTIME__THREADS=\"0\": expected a whole number of threads, at least 1"
+    );
+}

@@ -133,6 +133,11 @@ pub const VARIABLES: &[Variable] = &[
         "queues whose tasks this gateway routes (comma or space separated); empty = all",
     ),
     var(
+        "ROUTER__RUNTIME__THREADS",
+        "one per core",
+        "threads serving connections and requests (the cores the process may use, by default)",
+    ),
+    var(
         "ROUTER__SYNC__POLL_INTERVAL_MS",
         "2000",
         "how often ClearML is polled, in milliseconds",
@@ -168,6 +173,11 @@ pub const VARIABLES: &[Variable] = &[
         "PEM private key for ROUTER__WEBSERVER__TLS_CERT",
     ),
     var("ROUTER__LOG_FORMAT", "text", "log format: text or json"),
+    var(
+        "ROUTER__LOG_FLUSH_MS",
+        "100",
+        "log lines are written in batches at least this often; 0 writes each line at once",
+    ),
     var(
         "LOGGER_LEVEL",
         "info",

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode, Uri};
 
+use crate::access_line::AccessFields;
 use crate::conn::ActiveRequest;
 use crate::metrics::RouteKind;
 use crate::routes::Route;
@@ -48,6 +49,11 @@ impl AccessLog {
         }
     }
 
+    /// The client's address as a header value.
+    pub(crate) fn peer_header(&self) -> &http::HeaderValue {
+        self._active.peer_header()
+    }
+
     pub(crate) fn started_at(&self) -> Instant {
         self.start
     }
@@ -82,29 +88,56 @@ impl AccessLog {
         self._active
             .metrics()
             .request(self.kind, self.status, self.upstream_time);
-        let route = self.route.as_ref().map(|r| r.key());
-        let upstream_ms = self.upstream_time.map(millis);
-        let duration_ms = millis(self.start.elapsed());
         let status = self.status.as_u16();
-        let path = self.uri.path();
-        match &self.error {
-            None => tracing::info!(
-                target: "access",
-                method = %self.method, path, route, status, upstream_ms, duration_ms, bytes,
-                complete, peer = %self.peer,
-            ),
-            Some((code, detail)) if status >= 500 => tracing::warn!(
-                target: "access",
-                method = %self.method, path, route, status, upstream_ms, duration_ms, bytes,
-                complete, peer = %self.peer, error = code, detail = %detail,
-            ),
-            Some((code, detail)) => tracing::info!(
-                target: "access",
-                method = %self.method, path, route, status, upstream_ms, duration_ms, bytes,
-                complete, peer = %self.peer, error = code, detail = %detail,
-            ),
+        // A server error the gateway answered itself is a warning; so a filter such as
+        // `access=warn` keeps exactly those lines.
+        let warn = status >= 500 && self.error.is_some();
+        let enabled = if warn {
+            tracing::enabled!(target: "access", tracing::Level::WARN)
+        } else {
+            tracing::enabled!(target: "access", tracing::Level::INFO)
+        };
+        if !enabled {
+            return;
+        }
+        let fields = AccessFields {
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            route: self.route.as_ref().map(|r| r.key()),
+            status,
+            upstream: self.upstream_time,
+            duration: self.start.elapsed(),
+            bytes,
+            complete,
+            peer: self.peer,
+            error: self
+                .error
+                .as_ref()
+                .map(|(code, detail)| (*code, detail.as_str())),
+        };
+        match self._active.access_sink() {
+            Some(sink) => LINE.with_borrow_mut(|line| {
+                line.clear();
+                fields.line(sink.format(), warn, line);
+                sink.write_line(line, warn);
+            }),
+            None => {
+                let mut text = Vec::with_capacity(256);
+                fields.text_fields(&mut text);
+                let text = String::from_utf8_lossy(&text);
+                if warn {
+                    tracing::warn!(target: "access", "{text}");
+                } else {
+                    tracing::info!(target: "access", "{text}");
+                }
+            }
         }
     }
+}
+
+thread_local! {
+    /// The line being written: one buffer per thread, reused, instead of one per request.
+    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
 }
 
 /// A request dropped before any response was made — its client went away while the

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::access_log::AccessLog;
+use crate::pool::Lease;
 
 /// Why the request body stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +150,8 @@ pub struct ResponseBody {
     sent: u64,
     complete: bool,
     log: AccessLog,
+    /// The upstream connection, back to the pool once its response has been read whole.
+    lease: Option<Lease>,
 }
 
 #[derive(Debug)]
@@ -158,8 +161,10 @@ enum Source {
 }
 
 impl ResponseBody {
-    pub(crate) fn upstream(body: Incoming, log: AccessLog) -> Self {
-        Self::with_source(Source::Upstream(body), log)
+    pub(crate) fn upstream(body: Incoming, lease: Option<Lease>, log: AccessLog) -> Self {
+        let mut this = Self::with_source(Source::Upstream(body), log);
+        this.lease = lease;
+        this
     }
 
     pub(crate) fn local(bytes: Bytes, log: AccessLog) -> Self {
@@ -173,6 +178,7 @@ impl ResponseBody {
             sent: 0,
             complete: false,
             log,
+            lease: None,
         }
     }
 }
@@ -223,5 +229,11 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         let complete = self.complete || self.is_end_stream();
         self.log.finish(self.sent, complete);
+        // Only a response read whole leaves its connection fit for another request; the
+        // body goes first, so that the connection is done with it.
+        self.source = Source::Local(None);
+        if let (true, Some(lease)) = (complete, self.lease.take()) {
+            lease.release();
+        }
     }
 }

@@ -1,13 +1,16 @@
 //! One client connection from accept to close: idle timeout and graceful shutdown.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use tokio::time::{Instant as TokioInstant, sleep_until};
 
+use crate::access_line::AccessSink;
 use crate::metrics::ProxyMetrics;
 use tokio_util::sync::CancellationToken;
 
@@ -18,17 +21,26 @@ pub(crate) struct ConnActivity {
     in_flight: AtomicUsize,
     idle_since_ms: AtomicU64,
     metrics: Arc<ProxyMetrics>,
+    access_sink: Option<Arc<dyn AccessSink>>,
+    /// The peer's address as `X-Real-IP` / `X-Forwarded-For` carry it, made once.
+    peer_header: HeaderValue,
 }
 
 impl ConnActivity {
     /// A connection just opened; counted open until the last reference to it goes.
-    pub(crate) fn new(metrics: Arc<ProxyMetrics>) -> Arc<Self> {
+    pub(crate) fn new(
+        metrics: Arc<ProxyMetrics>,
+        access_sink: Option<Arc<dyn AccessSink>>,
+        peer: IpAddr,
+    ) -> Arc<Self> {
         metrics.connection(1);
         Arc::new(Self {
+            peer_header: crate::headers::ip_value(peer),
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             metrics,
+            access_sink,
         })
     }
 
@@ -67,6 +79,16 @@ impl ActiveRequest {
     /// The metrics of the request's connection.
     pub(crate) fn metrics(&self) -> &ProxyMetrics {
         self.0.metrics()
+    }
+
+    /// Where the request's access line goes; `None`: through `tracing`.
+    pub(crate) fn access_sink(&self) -> Option<&dyn AccessSink> {
+        self.0.access_sink.as_deref()
+    }
+
+    /// The client's address as a header value.
+    pub(crate) fn peer_header(&self) -> &HeaderValue {
+        &self.0.peer_header
     }
 }
 

@@ -64,7 +64,7 @@ pub enum ProxyError {
     ClientBody {
         /// The upstream exchange's error, whose causes include the client's.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::pool::UpstreamError,
     },
     /// The upstream could not be connected to (refused, unreachable, name not resolved).
     #[error("upstream {upstream} unreachable")]
@@ -73,7 +73,7 @@ pub enum ProxyError {
         upstream: String,
         /// The connector's error.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::pool::UpstreamError,
     },
     /// The upstream's address is outside `ROUTER__UPSTREAM__ALLOW_CIDRS`.
     #[error("upstream {upstream} not allowed: {reason}")]
@@ -114,7 +114,7 @@ pub enum ProxyError {
         upstream: String,
         /// The client's error.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::pool::UpstreamError,
     },
 }
 
@@ -218,7 +218,7 @@ impl ProxyError {
     /// Sorts out a failed upstream exchange by what is found along the error's source chain:
     /// a failure of the client's body is the client's, not the upstream's.
     pub(crate) fn from_upstream(
-        err: hyper_util::client::legacy::Error,
+        err: crate::pool::UpstreamError,
         upstream: String,
         connect_timeout: Duration,
     ) -> Self {
@@ -236,7 +236,7 @@ impl ProxyError {
             let reason = refused.to_string();
             return ProxyError::UpstreamNotAllowed { upstream, reason };
         }
-        if err.is_connect() {
+        if matches!(err, crate::pool::UpstreamError::Connect(_)) {
             let timed_out = find_source::<io::Error>(&err)
                 .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut);
             return if timed_out {

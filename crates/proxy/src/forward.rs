@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, UPGRADE};
 use http::request::Parts;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::access_log::AccessLog;
 use crate::auth::{self, Admission};
@@ -24,30 +22,26 @@ use crate::error::ProxyError;
 use crate::gateway::Gateway;
 use crate::headers::{self, ForwardedFor};
 use crate::policy::PolicyResolver;
+use crate::pool::{Lease, UpstreamPool};
 use crate::routes::Route;
 use crate::settings::HttpSettings;
 use crate::target::TargetError;
 use crate::tunnel;
 
-/// The pooled keep-alive client every upstream request goes through.
-pub(crate) type UpstreamClient = Client<HttpConnector<PolicyResolver>, RequestBody>;
-
 /// Builds the upstream pool: HTTP/1.1 keep-alive, `TCP_NODELAY`, the connect timeout, and
-/// names resolved only to allowed addresses.
-pub(crate) fn upstream_client(settings: &HttpSettings) -> UpstreamClient {
+/// names resolved only to allowed addresses. The request's own `Host` goes upstream, not
+/// the upstream's address: apps such as Jupyter compare it with the browser's `Origin`.
+pub(crate) fn upstream_pool(settings: &HttpSettings) -> Arc<UpstreamPool> {
     let resolver = PolicyResolver::new(settings.upstream_policy.clone());
     let mut connector = HttpConnector::new_with_resolver(resolver);
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(settings.connect_timeout));
     connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(settings.upstream_idle_timeout)
-        .pool_max_idle_per_host(settings.upstream_max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        // The client's own Host header, not the upstream's address: apps such as Jupyter
-        // compare it with the browser's Origin.
-        .set_host(false)
-        .build(connector)
+    UpstreamPool::new(
+        connector,
+        settings.upstream_max_idle_per_host,
+        settings.upstream_idle_timeout,
+    )
 }
 
 /// A request on its way upstream, with what is needed to finish the exchange.
@@ -66,6 +60,8 @@ pub(crate) struct Inbound<'a> {
     pub(crate) forwarded_path: &'a str,
     /// The client's address.
     pub(crate) peer: SocketAddr,
+    /// The client's address as a header value.
+    pub(crate) peer_header: HeaderValue,
     /// Who the client is and where its token was, when authentication is on.
     pub(crate) admission: Option<&'a Admission>,
 }
@@ -77,29 +73,32 @@ pub(crate) async fn forward(
     route: &Arc<Route>,
     inbound: Inbound<'_>,
     log: &mut AccessLog,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
     let settings = gateway.settings();
     let peer = inbound.peer;
     let outgoing = prepare(gateway, route, inbound, log.started_at())?;
     let upstream_name = || route.upstream().authority().to_string();
     let sent = Instant::now();
-    let exchange = gateway.client().request(outgoing.request);
+    let exchange = gateway
+        .pool()
+        .send(route.upstream().authority(), outgoing.request);
     let timeout = settings.response_header_timeout;
-    let mut response = match response_head(exchange, timeout, outgoing.upload.as_deref()).await {
-        Some(Ok(response)) => response,
-        Some(Err(err)) => {
-            let connect_timeout = settings.connect_timeout;
-            return Err(ProxyError::from_upstream(
-                err,
-                upstream_name(),
-                connect_timeout,
-            ));
-        }
-        None => {
-            let upstream = upstream_name();
-            return Err(ProxyError::UpstreamTimeout { upstream, timeout });
-        }
-    };
+    let (mut response, lease) =
+        match response_head(exchange, timeout, outgoing.upload.as_deref()).await {
+            Some(Ok(exchange)) => exchange,
+            Some(Err(err)) => {
+                let connect_timeout = settings.connect_timeout;
+                return Err(ProxyError::from_upstream(
+                    err,
+                    upstream_name(),
+                    connect_timeout,
+                ));
+            }
+            None => {
+                let upstream = upstream_name();
+                return Err(ProxyError::UpstreamTimeout { upstream, timeout });
+            }
+        };
     log.set_upstream_time(sent.elapsed());
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -121,7 +120,8 @@ pub(crate) async fn forward(
     // The client's connection is the gateway's, not the upstream's: an HTTP/1.0 upstream
     // must not turn the client's keep-alive connection into one that closes.
     *response.version_mut() = Version::HTTP_11;
-    Ok(response)
+    // After a `101` the connection belongs to the tunnel, never to the pool.
+    Ok((response, (!switching).then_some(lease)))
 }
 
 /// Rewrites the client's request into the upstream's: target, version, headers, body.
@@ -135,8 +135,9 @@ fn prepare(
     let Inbound {
         mut req,
         forwarded_path,
-        peer,
+        peer_header,
         admission,
+        ..
     } = inbound;
     if let Some(ip) = route.upstream().ip() {
         if !settings.upstream_policy.permits(ip) {
@@ -146,7 +147,7 @@ fn prepare(
             });
         }
     }
-    let upstream_uri = upstream_uri(route, forwarded_path, req.uri().query())?;
+    let upstream_uri = upstream_uri(forwarded_path, req.uri().query())?;
     let upgrade = match req.version() {
         Version::HTTP_11 => headers::requested_upgrade(req.headers()),
         _ => None,
@@ -157,7 +158,7 @@ fn prepare(
     let (mut parts, body) = req.into_parts();
     check_declared_length(&parts, settings.max_body_bytes)?;
     let forwarded = ForwardedFor {
-        peer: peer.ip(),
+        peer: &peer_header,
         proto: settings.client_scheme.as_str(),
         prefix: route.prefix_header(),
         request_authority: parts.uri.authority(),
@@ -187,11 +188,9 @@ fn prepare(
 }
 
 /// `http://{upstream}{forwarded_path}?{query}`.
-fn upstream_uri(
-    route: &Route,
-    forwarded_path: &str,
-    query: Option<&str>,
-) -> Result<Uri, ProxyError> {
+/// The target the upstream sees, in origin form (`/path?query`): the connection already
+/// says which upstream it is.
+fn upstream_uri(forwarded_path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
     let path_and_query = match query {
         Some(query) => {
             let mut text = String::with_capacity(forwarded_path.len() + query.len() + 1);
@@ -203,12 +202,8 @@ fn upstream_uri(
         None => PathAndQuery::try_from(forwarded_path),
     };
     // Both parts come from a target hyper already parsed, so this only fails on a bug.
-    let invalid = |_| ProxyError::BadTarget(TargetError::Unforwardable);
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(route.upstream().authority().clone())
-        .path_and_query(path_and_query.map_err(invalid)?)
-        .build()
+    path_and_query
+        .map(Uri::from)
         .map_err(|_| ProxyError::BadTarget(TargetError::Unforwardable))
 }
 

@@ -14,15 +14,17 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
+use crate::access_line::AccessSink;
 use crate::access_log::AccessLog;
 use crate::answers::{Audience, add_trailing_slash, error_response, json_response};
 use crate::auth::{Admission, AuthSettings, find_token};
 use crate::body::ResponseBody;
 use crate::conn::ActiveRequest;
 use crate::error::ProxyError;
-use crate::forward::{self, UpstreamClient};
+use crate::forward;
 use crate::login;
 use crate::metrics::{MetricsSource, ProxyMetrics, RouteKind};
+use crate::pool::{Lease, UpstreamPool};
 use crate::routes::{Route, RouteStore};
 use crate::settings::HttpSettings;
 use crate::target::Target;
@@ -49,11 +51,12 @@ pub struct Gateway {
     routes: Arc<RouteStore>,
     readiness: Arc<Readiness>,
     settings: HttpSettings,
-    client: UpstreamClient,
+    pool: Arc<UpstreamPool>,
     /// `None` serves everyone (standalone mode).
     auth: Option<AuthSettings>,
     metrics: Arc<ProxyMetrics>,
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    access_sink: Option<Arc<dyn AccessSink>>,
     /// Connections and tunnels, so that shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -66,9 +69,16 @@ pub struct GatewayBuilder {
     settings: HttpSettings,
     auth: Option<AuthSettings>,
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    access_sink: Option<Arc<dyn AccessSink>>,
 }
 
 impl GatewayBuilder {
+    /// Writes access lines to `sink` (by default they are `tracing` events).
+    pub fn access_sink(mut self, sink: Arc<dyn AccessSink>) -> Self {
+        self.access_sink = Some(sink);
+        self
+    }
+
     /// Uses these timeouts and limits instead of the defaults.
     pub fn settings(mut self, settings: HttpSettings) -> Self {
         self.settings = settings;
@@ -96,13 +106,14 @@ impl GatewayBuilder {
     /// Builds the gateway; it must be created inside a tokio runtime.
     pub fn build(self) -> Arc<Gateway> {
         Arc::new(Gateway {
-            client: forward::upstream_client(&self.settings),
+            pool: forward::upstream_pool(&self.settings),
             routes: self.routes,
             readiness: self.readiness,
             settings: self.settings,
             auth: self.auth,
             metrics: Arc::default(),
             metrics_sources: self.metrics_sources,
+            access_sink: self.access_sink,
             tasks: TaskTracker::new(),
         })
     }
@@ -117,6 +128,7 @@ impl Gateway {
             settings: HttpSettings::default(),
             auth: None,
             metrics_sources: Vec::new(),
+            access_sink: None,
         }
     }
 
@@ -135,6 +147,10 @@ impl Gateway {
         &self.settings
     }
 
+    pub(crate) fn access_sink(&self) -> Option<Arc<dyn AccessSink>> {
+        self.access_sink.clone()
+    }
+
     pub(crate) fn metrics(&self) -> &Arc<ProxyMetrics> {
         &self.metrics
     }
@@ -143,8 +159,8 @@ impl Gateway {
         &self.tasks
     }
 
-    pub(crate) fn client(&self) -> &UpstreamClient {
-        &self.client
+    pub(crate) fn pool(&self) -> &Arc<UpstreamPool> {
+        &self.pool
     }
 
     /// Answers one request; never fails: trouble becomes a status and a JSON body.
@@ -157,9 +173,9 @@ impl Gateway {
         let mut log = AccessLog::start(req.method(), req.uri(), peer.ip(), active);
         let audience = Audience::of(req.headers());
         match self.dispatch(req, peer, &mut log).await {
-            Ok(Answer::Upstream(response)) => {
+            Ok(Answer::Upstream(response, lease)) => {
                 log.set_status(response.status());
-                response.map(|body| ResponseBody::upstream(body, log))
+                response.map(|body| ResponseBody::upstream(body, lease, log))
             }
             Ok(Answer::Local(response)) => {
                 log.set_status(response.status());
@@ -209,11 +225,12 @@ impl Gateway {
                     req,
                     forwarded_path: &forwarded_path,
                     peer,
+                    peer_header: log.peer_header().clone(),
                     admission: admission.as_ref(),
                 };
                 forward::forward(self, &route, request, log)
                     .await
-                    .map(Answer::Upstream)
+                    .map(|(response, lease)| Answer::Upstream(response, lease))
             }
         }
     }
@@ -288,7 +305,7 @@ impl Gateway {
 
 /// A response on its way out: streamed from the upstream, or made here.
 pub(crate) enum Answer {
-    Upstream(Response<Incoming>),
+    Upstream(Response<Incoming>, Option<Lease>),
     Local(Response<Bytes>),
 }
 

@@ -22,8 +22,16 @@ pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded
 /// `X-ClearML-User`: the ClearML user id of an authenticated request.
 pub static X_CLEARML_USER: HeaderName = HeaderName::from_static("x-clearml-user");
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The names every hop removes (RFC 9110 §7.6.1), besides those `Connection` lists.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
 
 /// Headers that tell an app about the client or rewrite its target, which only a proxy may
 /// set and which the gateway does not: a client must not be able to forge them.
@@ -37,7 +45,8 @@ static FORGEABLE: [HeaderName; 5] = [
 
 /// What the upstream is told about the client and the route.
 pub(crate) struct ForwardedFor<'a> {
-    pub(crate) peer: IpAddr,
+    /// The peer's address as a header value (made once per connection).
+    pub(crate) peer: &'a HeaderValue,
     pub(crate) proto: &'static str,
     pub(crate) prefix: &'a HeaderValue,
     /// The authority of the request target (`:authority` in HTTP/2, or an absolute-form
@@ -59,10 +68,19 @@ pub(crate) fn prepare_request(
     let host = authority_value(forwarded.request_authority)
         .or_else(|| headers.get(HOST).cloned())
         .or_else(|| authority_value(Some(forwarded.upstream_authority)));
-    remove_hop_by_hop(headers);
-    for name in &FORGEABLE {
-        headers.remove(name);
+    // Most requests carry none of the names dropped here: one look at each name they do
+    // carry is cheaper than a dozen lookups of names they do not.
+    if headers
+        .keys()
+        .any(|name| is_hop_by_hop(name) || FORGEABLE.contains(name))
+    {
+        remove_hop_by_hop(headers);
+        for name in &FORGEABLE {
+            headers.remove(name);
+        }
     }
+    // Room for the headers added below, in one allocation rather than a few.
+    headers.reserve(8);
     if forwarded.merge_cookies {
         merge_cookies(headers);
     }
@@ -74,9 +92,8 @@ pub(crate) fn prepare_request(
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         headers.insert(HOST, host);
     }
-    let peer = ip_value(forwarded.peer);
-    append_forwarded_for(headers, &peer);
-    headers.insert(X_REAL_IP.clone(), peer);
+    append_forwarded_for(headers, forwarded.peer);
+    headers.insert(X_REAL_IP.clone(), forwarded.peer.clone());
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(forwarded.proto),
@@ -98,7 +115,9 @@ pub(crate) fn prepare_response(headers: &mut HeaderMap, switching_protocols: boo
     let upgrade = switching_protocols
         .then(|| headers.get(UPGRADE).cloned())
         .flatten();
-    remove_hop_by_hop(headers);
+    if headers.keys().any(is_hop_by_hop) {
+        remove_hop_by_hop(headers);
+    }
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol);
@@ -135,14 +154,20 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in [&CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE] {
-        headers.remove(name);
+    // Removing a name costs a lookup even when it is absent: find the ones present first.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut proxy_named = false;
+    for name in headers.keys() {
+        match HOP_BY_HOP.iter().position(|hop| hop == name) {
+            Some(at) => present[at] = true,
+            None => proxy_named |= name.as_str().starts_with("proxy-"),
+        }
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    let proxy_named = headers
-        .keys()
-        .any(|name| name.as_str().starts_with("proxy-"));
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
+    }
     if proxy_named {
         let names: Vec<HeaderName> = headers
             .keys()
@@ -153,6 +178,12 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether `remove_hop_by_hop` would remove `name` whatever `Connection` lists (and
+/// `Connection` itself, which is what lists the others).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-")
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -200,7 +231,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
 }
 
 /// The peer's address as a header value, IPv4-mapped IPv6 addresses shown as IPv4.
-fn ip_value(ip: IpAddr) -> HeaderValue {
+/// An address as a header value: IPv4 for an IPv4-mapped IPv6 address.
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     // An IP address prints as ASCII digits, dots and colons: always a valid header value.
     HeaderValue::from_str(&ip.to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
@@ -260,7 +292,7 @@ mod tests {
         let prefix = HeaderValue::from_static("/service/abc");
         let upstream: Authority = "10.1.1.1:8000".parse().unwrap();
         let forwarded = ForwardedFor {
-            peer: "192.0.2.7".parse().unwrap(),
+            peer: &ip_value("192.0.2.7".parse().unwrap()),
             proto: "https",
             prefix: &prefix,
             request_authority: None,
@@ -283,7 +315,7 @@ mod tests {
         let upstream: Authority = "10.1.1.1:8000".parse().unwrap();
         let asked: Authority = "gw.example".parse().unwrap();
         let mut forwarded = ForwardedFor {
-            peer: "::1".parse().unwrap(),
+            peer: &ip_value("::1".parse().unwrap()),
             proto: "http",
             prefix: &prefix,
             request_authority: Some(&asked),
@@ -306,7 +338,7 @@ mod tests {
         let upstream: Authority = "10.1.1.1:8000".parse().unwrap();
         let asked: Authority = "gw.example".parse().unwrap();
         let forwarded = ForwardedFor {
-            peer: "::ffff:192.0.2.7".parse().unwrap(),
+            peer: &ip_value("::ffff:192.0.2.7".parse().unwrap()),
             proto: "http",
             prefix: &prefix,
             request_authority: Some(&asked),

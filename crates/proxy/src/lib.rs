@@ -12,12 +12,14 @@
 //!   through the pooled upstream client with the body streaming behind it (`body`);
 //!   `tunnel` joins the two connections after a `101`.
 //! - Every answer, forwarded or the gateway's own ([`error`], `answers`), leaves through
-//!   [`ResponseBody`], which counts bytes and writes the access line (`access_log`).
+//!   [`ResponseBody`], which counts bytes and writes the access line (`access_log`, its
+//!   text by hand in [`access_line`], into an [`AccessSink`]).
 //!
 //! Whoever owns the routes (the standalone routes file, the ClearML sync) builds a
 //! [`RouteTable`] and publishes it with [`RouteStore::replace`]; this crate knows nothing of
 //! where routes come from.
 
+pub mod access_line;
 mod access_log;
 mod answers;
 pub mod auth;
@@ -30,6 +32,7 @@ mod headers;
 mod login;
 pub mod metrics;
 pub mod policy;
+mod pool;
 pub mod routes;
 pub mod server;
 pub mod settings;
@@ -37,6 +40,7 @@ pub mod target;
 pub mod tls;
 mod tunnel;
 
+pub use access_line::{AccessFormat, AccessSink};
 pub use auth::{Admission, AuthSettings, Authorizer, Denial, Identity, Verdict};
 pub use body::{RequestBody, ResponseBody};
 pub use error::ProxyError;

@@ -140,7 +140,11 @@ async fn serve_io<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = ConnActivity::new(Arc::clone(gateway.metrics()));
+    let activity = ConnActivity::new(
+        Arc::clone(gateway.metrics()),
+        gateway.access_sink(),
+        peer.ip(),
+    );
     let service_activity = Arc::clone(&activity);
     let idle_timeout = gateway.settings().idle_timeout;
     let service = service_fn(move |req| {

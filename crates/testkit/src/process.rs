@@ -139,7 +139,9 @@ impl GatewayCommand {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("ROUTER__WEBSERVER__SERVER_HOST", addr.ip().to_string())
-            .env("ROUTER__WEBSERVER__SERVER_PORT", addr.port().to_string());
+            .env("ROUTER__WEBSERVER__SERVER_PORT", addr.port().to_string())
+            // Tests read a line as soon as it is logged; batching has its own tests.
+            .env("ROUTER__LOG_FLUSH_MS", "0");
         if self.clearml {
             command
                 .env("ROUTER_URL", format!("http://{addr}"))
