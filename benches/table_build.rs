@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use gateway_clearml::ListedTask;
 use gateway_proxy::AddressPolicy;
 use gateway_sync::BrowserEndpoint;
 use gateway_sync::plan::{PlanContext, plan};
@@ -97,7 +98,9 @@ fn table_build(c: &mut Criterion) {
     // One plan takes milliseconds; the default 100 samples would take minutes.
     group.sample_size(20);
     for (name, published, writes) in [("steady_state", true, 0), ("first_poll", false, TASKS)] {
-        let tasks: Vec<Value> = (0..TASKS).map(|i| task(i, published)).collect();
+        let tasks: Vec<ListedTask> = (0..TASKS)
+            .map(|i| serde_json::from_value(task(i, published)).expect("a task reads"))
+            .collect();
         // A bench of the wrong case would measure nothing useful: check it once.
         let checked = plan(tasks.clone(), &context);
         assert_eq!(checked.table.len(), routes, "{name}: every endpoint routed");

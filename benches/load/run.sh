@@ -319,6 +319,12 @@ route_changes() { # LOG: route changes the gateway logged (20 of each kind in de
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
+rss_sampled() { # PID PREFIX: VmRSS 25 times over 5 s, as "PREFIXmedian_kib=M PREFIXmax_kib=X"
+  local i
+  for ((i = 0; i < 25; i++)); do rss_kib "$1"; sleep 0.2; done \
+    | sort -n | awk '{ v[NR] = $1 } END { printf "%smedian_kib=%d %smax_kib=%d\n", p, v[int((NR + 1) / 2)], p, v[NR] }' p="$2"
+}
+
 phase_on() { case " $PHASES " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 # ---------------------------------------------------------------- the machine
@@ -406,7 +412,7 @@ pair() { # ROUND COMMAND...: runs COMMAND for baseline and gateway, in turn (ord
 }
 
 wrk_c() { local target=$1 round=$2 url=$3 pid=$4; run_wrk wrk "$target" "$round" "$url" "$pid" "$CONNECTIONS" "$DURATION"; }
-wrk_1() { local target=$1 round=$2 url=$3 pid=$4; run_wrk c1 "$target" "$round" "$url" "$pid" 1 "$C1_DURATION"; }
+wrk_1() { local target=$1 round=$2 url=$3 pid=$4; run_wrk "$c1_phase" "$target" "$round" "$url" "$pid" 1 "$C1_DURATION"; }
 
 if phase_on wrk; then
   log "HTTP/1.1: wrk -c$CONNECTIONS, ${DURATION}s, $ROUNDS rounds"
@@ -427,12 +433,32 @@ if phase_on h2; then
   done
 fi
 
-if phase_on c1; then
-  log "one connection: wrk -c1, ${C1_DURATION}s, $ROUNDS rounds"
+repin() { # CORE: moves both proxies (every thread, nginx's worker too) to CORE
+  local pid
+  for pid in "$main_gateway_pid" "$main_baseline_pid" $(cat /proc/"$main_baseline_pid"/task/*/children); do
+    taskset -a -p -c "$1" "$pid" >/dev/null
+  done
+}
+
+c1_rounds() { # PHASE: ROUNDS one-connection runs, direct and through each proxy
+  c1_phase=$1
   for ((round = 1; round <= ROUNDS; round++)); do
-    run_wrk c1 direct "$round" "http://127.0.0.1:$backend_port" - 1 "$C1_DURATION"
+    run_wrk "$c1_phase" direct "$round" "http://127.0.0.1:$backend_port" - 1 "$C1_DURATION"
     pair "$round" wrk_1
   done
+}
+
+if phase_on c1; then
+  log "one connection: wrk -c1, ${C1_DURATION}s, $ROUNDS rounds"
+  c1_rounds c1
+  # On its own core, an idle proxy is woken across cores twice a request (by the client,
+  # then by the backend); on a VM each wake-up costs tens of µs, for nginx as for the
+  # gateway. With the proxies moved beside the client and backend, what remains is the
+  # proxy's own work and its extra hop.
+  log "one connection, the proxies moved to core $LOAD_CORE beside client and backend"
+  repin "$LOAD_CORE"
+  c1_rounds c1same
+  repin "$PROXY_CORE"
 fi
 
 if phase_on churn; then
@@ -561,6 +587,8 @@ if phase_on mem; then
     local target=$1 port=$2 pid=$3 worker=${4:-} conns
     mem_idle=$(rss_kib "$pid")
     [ -z "$worker" ] || mem_idle="$mem_idle+$(rss_kib "$worker")"
+    # The gateway's RSS rises while it parses a poll's listing and falls after: sampled.
+    rss_sampled "$pid" idle_ > "$OUT/rss-idle-$target.txt"
     LOAD_COOKIE="$COOKIE=$token" taskset -c "$LOAD_CORE" python3 "$here/idle_conns.py" \
       "127.0.0.1:$port" "$mem_path" "$MEM_CONNS" > "$OUT/idle-$target.txt" 2>&1 &
     conns=$!
@@ -569,6 +597,7 @@ if phase_on mem; then
     sleep 2
     mem_held=$(rss_kib "$pid")
     [ -z "$worker" ] || mem_held="$mem_held+$(rss_kib "$worker")"
+    rss_sampled "$pid" held_ > "$OUT/rss-held-$target.txt"
     stop "$conns"
     sleep 2
     mem_after=$(rss_kib "$pid")
@@ -578,7 +607,7 @@ if phase_on mem; then
   g_idle=$mem_idle g_held=$mem_held g_after=$mem_after
   measure_mem baseline "$base_mem" "$mem_baseline_pid" "$mem_worker"
   b_idle=$mem_idle b_held=$mem_held b_after=$mem_after
-  record "mem gateway 1 idle_kib=$g_idle held_kib=$g_held after_kib=$g_after routes=$MEM_ROUTES conns=$MEM_CONNS"
+  record "mem gateway 1 idle_kib=$g_idle held_kib=$g_held after_kib=$g_after routes=$MEM_ROUTES conns=$MEM_CONNS $(cat "$OUT/rss-idle-gateway.txt" "$OUT/rss-held-gateway.txt" | tr '\n' ' ') hwm_kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$mem_gateway_pid/status")"
   record "mem baseline 1 idle_kib=$b_idle held_kib=$b_held after_kib=$b_after routes=$MEM_ROUTES conns=$MEM_CONNS"
   log "  gateway VmRSS: idle $g_idle KiB, with $MEM_CONNS connections $g_held KiB"
   log "  baseline VmRSS (master+worker): idle $b_idle KiB, with $MEM_CONNS connections $b_held KiB"

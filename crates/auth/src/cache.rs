@@ -49,7 +49,9 @@ impl<V: Clone> DecisionCache<V> {
     /// A cache of at most `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: DashMap::with_capacity(capacity.min(1 << 16)),
+            // Grown as tokens arrive: a table sized for the bound up front would hold
+            // megabytes for a gateway that sees a handful of users.
+            entries: DashMap::new(),
             capacity: capacity.max(1),
         }
     }

@@ -63,10 +63,52 @@ pub struct GetAllTasks<'a> {
     pub order_by: Option<&'a [&'a str]>,
 }
 
+/// A task of a listing, reduced as it is read to the fields routing uses: a listing of
+/// thousands of tasks is never held as a tree of every field. A field is kept only when it
+/// has its expected type, so one odd entry never fails the page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListedTask {
+    /// The task's id; `None` when the entry has no string id (it cannot be used).
+    pub id: Option<String>,
+    /// `status`, e.g. `in_progress`.
+    pub status: Option<String>,
+    /// The owner's user id.
+    pub user: Option<String>,
+    /// `execution.queue`: the queue the task was run from.
+    pub queue: Option<String>,
+    /// `runtime` as sent: `Null` when absent, normally a map; the reader judges the rest.
+    pub runtime: Value,
+}
+
+impl<'de> Deserialize<'de> for ListedTask {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // One entry's tree at a time, taken apart at once; its other fields are dropped here.
+        let Value::Object(mut fields) = Value::deserialize(deserializer)? else {
+            return Ok(Self::default());
+        };
+        let mut text = |name: &str| match fields.remove(name) {
+            Some(Value::String(text)) => Some(text),
+            _ => None,
+        };
+        let (id, status, user) = (text("id"), text("status"), text("user"));
+        let queue = match fields.get_mut("execution").and_then(|e| e.get_mut("queue")) {
+            Some(Value::String(queue)) => Some(std::mem::take(queue)),
+            _ => None,
+        };
+        Ok(Self {
+            id,
+            status,
+            user,
+            queue,
+            runtime: fields.remove("runtime").unwrap_or(Value::Null),
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct TasksData {
     #[serde(default)]
-    tasks: Vec<Value>,
+    tasks: Vec<ListedTask>,
 }
 
 #[derive(Deserialize)]
@@ -81,9 +123,12 @@ struct UserData {
 }
 
 impl ClearmlClient {
-    /// One page of `tasks.get_all`, each task as the server sent it: a caller that reads
-    /// them one by one can skip a broken entry without losing the page.
-    pub async fn tasks_get_all(&self, query: &GetAllTasks<'_>) -> Result<Vec<Value>, ClearmlError> {
+    /// One page of `tasks.get_all`, each task reduced to what routing reads: a caller that
+    /// reads them one by one can skip a broken entry without losing the page.
+    pub async fn tasks_get_all(
+        &self,
+        query: &GetAllTasks<'_>,
+    ) -> Result<Vec<ListedTask>, ClearmlError> {
         let data: TasksData = self.call("tasks.get_all", query).await?;
         Ok(data.tasks)
     }
@@ -100,11 +145,11 @@ impl ClearmlClient {
         let data: TasksData = self.call("tasks.get_all", &query).await?;
         let found = data
             .tasks
-            .iter()
-            .find(|t| t.get("id").and_then(Value::as_str) == Some(task));
+            .into_iter()
+            .find(|t| t.id.as_deref() == Some(task));
         match found {
-            Some(found) => Ok(match found.get("runtime") {
-                Some(Value::Object(runtime)) => runtime.clone(),
+            Some(found) => Ok(match found.runtime {
+                Value::Object(runtime) => runtime,
                 _ => Runtime::new(),
             }),
             None => Err(ClearmlError::Api {
@@ -170,9 +215,43 @@ impl ClearmlClient {
             ..GetAllTasks::default()
         };
         let data: TasksData = self.call_with_token(token, "tasks.get_all", &query).await?;
-        Ok(data
-            .tasks
-            .iter()
-            .any(|t| t.get("id").and_then(Value::as_str) == Some(task)))
+        Ok(data.tasks.iter().any(|t| t.id.as_deref() == Some(task)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_listed_task_keeps_what_routing_reads_and_drops_the_rest() {
+        let page = json!({"tasks": [
+            {"id": "t1", "name": "vllm", "status": "in_progress", "user": "u1",
+             "project": "p1", "execution": {"queue": "q1"}, "system_tags": ["external_service"],
+             "runtime": {"_PORT": 8000}},
+            {"id": 7, "status": ["odd"], "user": null, "execution": "not a map", "runtime": "text"},
+            "not a task",
+        ]});
+        let data: TasksData = serde_json::from_value(page).unwrap();
+        assert_eq!(
+            data.tasks[0],
+            ListedTask {
+                id: Some("t1".to_owned()),
+                status: Some("in_progress".to_owned()),
+                user: Some("u1".to_owned()),
+                queue: Some("q1".to_owned()),
+                runtime: json!({"_PORT": 8000}),
+            }
+        );
+        assert_eq!(
+            data.tasks[1],
+            ListedTask {
+                runtime: json!("text"),
+                ..ListedTask::default()
+            }
+        );
+        assert_eq!(data.tasks[2], ListedTask::default());
     }
 }

@@ -56,11 +56,19 @@ enum Auth<'a> {
     Bearer(&'a str),
 }
 
+/// The envelope's status, read first: an error answer's `data` need not have the shape
+/// the call expects.
 #[derive(serde::Deserialize)]
 struct Envelope {
     meta: Meta,
-    #[serde(default)]
-    data: Value,
+}
+
+/// The envelope's `data`, read straight into the call's type: a listing of thousands of
+/// tasks is parsed once, not into a `Value` tree and then copied.
+#[derive(serde::Deserialize)]
+struct Data<T> {
+    #[serde(default = "Option::default")]
+    data: Option<T>,
 }
 
 #[derive(serde::Deserialize)]
@@ -261,8 +269,12 @@ fn decode<T: DeserializeOwned>(
             result_msg: meta.result_msg,
         });
     }
-    serde_json::from_value(envelope.data)
-        .map_err(|err| malformed(format!("unexpected data: {err}")))
+    let unexpected = |err: serde_json::Error| malformed(format!("unexpected data: {err}"));
+    let data: Data<T> = serde_json::from_slice(bytes).map_err(unexpected)?;
+    match data.data {
+        Some(data) => Ok(data),
+        None => T::deserialize(Value::Null).map_err(unexpected),
+    }
 }
 
 fn snippet(bytes: &[u8]) -> String {

@@ -12,7 +12,7 @@ mod client;
 mod error;
 pub mod token;
 
-pub use api::{GetAllTasks, Queue, Runtime, User};
+pub use api::{GetAllTasks, ListedTask, Queue, Runtime, User};
 pub use client::{ClearmlClient, ClientSettings};
 pub use error::ClearmlError;
 pub use token::{ApiVersion, Claims, Identity};

@@ -35,8 +35,8 @@ async fn it_logs_in_once_and_reads_the_servers_api_version() {
 
     let tasks = clearml.tasks_get_all(&routable()).await.unwrap();
     assert_eq!(tasks.len(), 1);
-    assert_eq!(tasks[0]["id"], running.as_str());
-    assert_eq!(tasks[0]["runtime"]["_PORT"], 8000);
+    assert_eq!(tasks[0].id.as_deref(), Some(running.as_str()));
+    assert_eq!(tasks[0].runtime["_PORT"], 8000);
     clearml.tasks_get_all(&routable()).await.unwrap();
     assert_eq!(server.calls("auth.login"), 1);
     assert_eq!(server.calls("tasks.get_all"), 2);

@@ -150,7 +150,12 @@ async fn serve_io<IO>(
     let service = service_fn(move |req| {
         let active = service_activity.begin();
         let gateway = Arc::clone(&gateway);
-        async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, peer, active).await) }
+        // Boxed: hyper keeps a slot the size of this future for the life of the
+        // connection, and the request path's state is kilobytes; idle keep-alive
+        // connections should not each hold that.
+        Box::pin(async move {
+            Ok::<_, std::convert::Infallible>(gateway.handle(req, peer, active).await)
+        })
     });
     let connection = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     let graceful = |conn: std::pin::Pin<&mut _>| {

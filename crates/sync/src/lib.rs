@@ -10,11 +10,14 @@
 //!    `endpoint{S}` / `browser_endpoint{S}` to `writer`, which writes them in the background
 //!    (`writeback`: keeping every other key), so the next poll is never held up.
 //!
+//! After a large poll, `memory` hands its freed heap back to the system.
+//!
 //! ClearML failing leaves the last good table serving; `run` logs the outage when it starts
 //! and ends and backs off. Talking to ClearML is `gateway_clearml`'s job; serving the table
 //! is `gateway_proxy`'s.
 
 pub mod endpoints;
+mod memory;
 mod metrics;
 pub mod plan;
 mod queues;

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use gateway_clearml::Runtime;
+use gateway_clearml::{ListedTask, Runtime};
 use gateway_proxy::routes::is_valid_route_key;
 use gateway_proxy::{AddressPolicy, Route, RouteTable};
 use serde_json::Value;
@@ -71,18 +71,14 @@ pub struct Plan {
 }
 
 /// Plans the routes and write-backs for `tasks`, as `tasks.get_all` returned them.
-pub fn plan(tasks: Vec<Value>, context: &PlanContext) -> Plan {
+pub fn plan(tasks: Vec<ListedTask>, context: &PlanContext) -> Plan {
     let mut plan = Plan::default();
     let mut routes = Vec::new();
     for raw in &tasks {
         let task = match TaskView::read(raw) {
             Ok(task) => task,
             Err(reason) => {
-                let task_id = raw
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_owned();
+                let task_id = raw.id.clone().unwrap_or_else(|| "?".to_owned());
                 plan.skipped.push(Skip {
                     task_id,
                     key: None,
@@ -113,21 +109,21 @@ struct TaskView<'a> {
 }
 
 impl<'a> TaskView<'a> {
-    fn read(raw: &'a Value) -> Result<Self, String> {
+    fn read(raw: &'a ListedTask) -> Result<Self, String> {
         let id = raw
-            .get("id")
-            .and_then(Value::as_str)
+            .id
+            .as_deref()
             .ok_or_else(|| "not a readable task entry: no string id".to_owned())?;
-        let runtime = match raw.get("runtime") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(runtime)) => Some(runtime),
-            Some(_) => return Err("the runtime is not a map".to_owned()),
+        let runtime = match &raw.runtime {
+            Value::Null => None,
+            Value::Object(runtime) => Some(runtime),
+            _ => return Err("the runtime is not a map".to_owned()),
         };
         Ok(Self {
             id,
-            status: raw.get("status").and_then(Value::as_str),
-            user: raw.get("user").and_then(Value::as_str),
-            queue: raw.pointer("/execution/queue").and_then(Value::as_str),
+            status: raw.status.as_deref(),
+            user: raw.user.as_deref(),
+            queue: raw.queue.as_deref(),
             runtime,
         })
     }

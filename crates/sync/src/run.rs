@@ -7,11 +7,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_clearml::{ApiVersion, ClearmlClient, ClearmlError, GetAllTasks};
+use gateway_clearml::{ApiVersion, ClearmlClient, ClearmlError, GetAllTasks, ListedTask};
 use gateway_proxy::{Readiness, RouteStore, RouteTable};
 use gateway_tcp::{Placement, TcpSessions};
-use serde_json::Value;
 
+use crate::memory;
 use crate::metrics::SyncMetrics;
 use crate::plan::{Plan, PlanContext, Skip, WriteBack, plan};
 use crate::queues::QueueFilter;
@@ -20,16 +20,7 @@ use crate::settings::SyncSettings;
 use crate::writer::Writer;
 
 /// The fields of a task the gateway reads (CONTRACT §4).
-const ONLY_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "status",
-    "user",
-    "project",
-    "runtime",
-    "execution.queue",
-    "system_tags",
-];
+const ONLY_FIELDS: &[&str] = &["id", "status", "user", "runtime", "execution.queue"];
 
 /// A listing that runs on past this many pages is cut short, with a warning.
 const MAX_PAGES: u32 = 10_000;
@@ -45,8 +36,8 @@ fn routable() -> GetAllTasks<'static> {
     }
 }
 
-fn task_id(task: &Value) -> &str {
-    task.get("id").and_then(Value::as_str).unwrap_or_default()
+fn task_id(task: &ListedTask) -> &str {
+    task.id.as_deref().unwrap_or_default()
 }
 
 /// Why the sync cannot start.
@@ -73,6 +64,8 @@ pub enum SyncError {
 /// What one successful poll did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Report {
+    /// Tasks the listing returned (this gateway's or not).
+    pub listed: usize,
     /// Tasks of this gateway that are running.
     pub tasks: usize,
     /// Routes now served.
@@ -187,7 +180,8 @@ impl Sync {
             tokio::time::sleep_until(next).await;
             let started = tokio::time::Instant::now();
             match self.sync_once().await {
-                Ok(_) => {
+                Ok(report) => {
+                    memory::release_after_poll(report.listed);
                     self.metrics.succeeded(started.elapsed());
                     self.end_outage();
                     next = started + self.settings.poll_interval;
@@ -208,6 +202,7 @@ impl Sync {
         }
         let listed_at = Instant::now();
         let tasks = self.list_tasks().await?;
+        let listed = tasks.len();
         let context = PlanContext {
             router_url: self.settings.router_url.clone(),
             api_host: self.settings.api_host.clone(),
@@ -245,6 +240,7 @@ impl Sync {
         self.readiness.set_ready(true);
         let writes_started = self.writer.submit(writes, listed_at);
         Ok(Report {
+            listed,
             tasks,
             routes,
             changed,
@@ -255,7 +251,7 @@ impl Sync {
     /// Every routable task, once. Pages are read in id order; a task that moves between
     /// pages while they are read (another one stopped or started meanwhile) could be missed,
     /// so any task routed now but not listed is asked about by id before its routes go.
-    async fn list_tasks(&self) -> Result<Vec<Value>, ClearmlError> {
+    async fn list_tasks(&self) -> Result<Vec<ListedTask>, ClearmlError> {
         let mut tasks = Vec::new();
         let mut complete = false;
         for page in 0..MAX_PAGES {

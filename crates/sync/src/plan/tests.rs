@@ -14,6 +14,14 @@ fn context() -> PlanContext {
     }
 }
 
+/// Plans tasks written as the server's JSON, read the way a listing reads them.
+fn plan(tasks: Vec<Value>, context: &PlanContext) -> Plan {
+    let listed = tasks.into_iter().map(|task| {
+        serde_json::from_value::<ListedTask>(task).expect("any JSON value reads as a task")
+    });
+    super::plan(listed.collect(), context)
+}
+
 fn running(id: &str, queue: &str, runtime: Value) -> Value {
     json!({
         "id": id, "status": "in_progress", "user": "u1",
