@@ -189,6 +189,19 @@ pub fn routes_toml(routes: &[(String, String)]) -> String {
         .collect()
 }
 
+/// A range of `size` ports of 127.0.0.1 free now (for TCP session ranges).
+pub fn free_range(size: u16) -> std::ops::RangeInclusive<u16> {
+    loop {
+        let start = free_port().port();
+        let Some(end) = start.checked_add(size - 1) else {
+            continue;
+        };
+        if (start..=end).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return start..=end;
+        }
+    }
+}
+
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("find a free port");
     listener.local_addr().expect("local address")
@@ -292,6 +305,14 @@ impl GatewayProcess {
             let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         }
         status
+    }
+
+    /// How many file descriptors it has open (`/proc/<pid>/fd`): sockets, files, pipes.
+    pub fn open_fds(&self) -> usize {
+        let dir = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|err| panic!("read {dir}: {err}"))
+            .count()
     }
 
     /// Its peak resident memory (`VmHWM` of `/proc/<pid>/status`), in bytes.
