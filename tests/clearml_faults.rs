@@ -1,6 +1,7 @@
 //! ClearML failing under a running gateway, through the built binary: down with its port
 //! closed, answering 500, answering JSON that breaks off, closing the connection in the
-//! middle of an answer, slow beyond the request timeout and slow within it.
+//! middle of an answer, slow beyond the request timeout and slow within it; and TCP
+//! sessions that go on while it is down.
 //!
 //! Each story is the same: a task is routed; ClearML fails; the route keeps serving and the
 //! gateway says once that ClearML is failing, and why; a task starts meanwhile; ClearML
@@ -10,10 +11,13 @@ use std::time::Duration;
 
 use gateway_testkit::backend::{self, Backend};
 use gateway_testkit::clearml::{FakeClearml, Fault, task};
-use gateway_testkit::process::GatewayProcess;
+use gateway_testkit::client::tcp_round_trip;
+use gateway_testkit::process::{GatewayProcess, free_range};
 use gateway_testkit::wait::eventually;
 use gateway_testkit::{client, gateway};
 use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clearml-gateway");
 
@@ -228,5 +232,53 @@ async fn clearml_taking_seconds_within_the_request_timeout_is_waited_for() {
         !running.gw.logs().contains("ClearML is failing"),
         "a slow answer within the timeout is no failure:\n{}",
         running.gw.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_sessions_keep_their_ports_while_clearml_is_down() {
+    let ssh = backend::tcp_echo().await;
+    let server = FakeClearml::start().await;
+    let session = server.add_task(task().in_progress().tcp_endpoint(
+        None,
+        "127.0.0.1",
+        ssh.addr().port(),
+        true,
+    ));
+    let range = free_range(2);
+    let gw = gateway(BIN)
+        .clearml(&server)
+        .tcp_sessions(&range)
+        .start()
+        .await;
+    let placed = eventually(Duration::from_secs(10), || async {
+        server
+            .runtime(&session)
+            .contains_key("upstream_task_address")
+    })
+    .await;
+    assert!(placed, "{}", gw.logs());
+    let port = server.runtime(&session)["external_tcp_port"]
+        .as_u64()
+        .unwrap() as u16;
+    let mut open = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+
+    server.go_down().await;
+    gw.wait_for_log("ClearML is failing", Duration::from_secs(10))
+        .await;
+    assert_eq!(tcp_round_trip(port, b"still here").await, b"still here");
+    open.write_all(b"and this one").await.unwrap();
+    let mut echoed = [0u8; 12];
+    open.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"and this one", "an open session goes on");
+
+    server.come_back().await;
+    gw.wait_for_log("sync resumed", Duration::from_secs(15))
+        .await;
+    assert_eq!(tcp_round_trip(port, b"after").await, b"after");
+    assert_eq!(
+        server.runtime(&session)["external_tcp_port"],
+        u64::from(port),
+        "the same port"
     );
 }

@@ -24,9 +24,7 @@ fn the_gateway(server: &FakeClearml, range: &RangeInclusive<u16>) -> GatewayComm
     gateway(BIN)
         .clearml(server)
         .env("ROUTER_URL", "https://gw.example.com")
-        .env("TCP_ROUTER_ADDRESS", "127.0.0.1")
-        .env("TCP_PORT_START", range.start().to_string())
-        .env("TCP_PORT_END", range.end().to_string())
+        .tcp_sessions(range)
 }
 
 /// Waits until several polls in a row write nothing (the write-backs are done).

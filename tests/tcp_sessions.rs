@@ -17,11 +17,7 @@ use tokio::net::TcpStream;
 const BIN: &str = env!("CARGO_BIN_EXE_clearml-gateway");
 
 fn with_sessions(server: &FakeClearml, range: &RangeInclusive<u16>) -> GatewayCommand {
-    gateway(BIN)
-        .clearml(server)
-        .env("TCP_ROUTER_ADDRESS", "127.0.0.1")
-        .env("TCP_PORT_START", range.start().to_string())
-        .env("TCP_PORT_END", range.end().to_string())
+    gateway(BIN).clearml(server).tcp_sessions(range)
 }
 
 /// The session port written to the task, once it is.

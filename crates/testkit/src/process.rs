@@ -53,6 +53,14 @@ impl GatewayCommand {
             .env("CLEARML_API_SECRET_KEY", GATEWAY_SECRET_KEY)
     }
 
+    /// Serves TCP sessions on the ports of `range`, telling tasks to reach them at
+    /// 127.0.0.1.
+    pub fn tcp_sessions(self, range: &std::ops::RangeInclusive<u16>) -> Self {
+        self.env("TCP_ROUTER_ADDRESS", "127.0.0.1")
+            .env("TCP_PORT_START", range.start().to_string())
+            .env("TCP_PORT_END", range.end().to_string())
+    }
+
     /// Sets an environment variable of the process.
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
         self.env.push((name.to_owned(), value.into()));
