@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use gateway_testkit::backend::{self, Backend, ResetAt};
-use gateway_testkit::client::{Client, empty};
+use gateway_testkit::client::{Client, empty, websocket};
 use gateway_testkit::process::GatewayProcess;
 use gateway_testkit::wait::eventually;
 use gateway_testkit::{client, gateway};
@@ -18,6 +19,7 @@ use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use http_body_util::channel::Channel;
 use hyper::body::Incoming;
+use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clearml-gateway");
 
@@ -90,7 +92,7 @@ async fn an_upstream_that_resets_before_answering_is_502() {
 async fn an_upstream_that_resets_mid_response_ends_the_clients_response_as_an_error() {
     let app = backend::resetting(ResetAt::Body).await;
     let gw = gateway(BIN).route("cut", app.url()).start().await;
-    let baseline = gw.open_fds();
+    let baseline = gw.idle_fds().await;
     for c in [client(gw.addr()), client(gw.addr()).h2c()] {
         let body = tokio::time::timeout(Duration::from_secs(10), body_of(&c, "/service/cut/"))
             .await
@@ -126,10 +128,11 @@ async fn a_chunked_response_cut_short_ends_as_an_error_over_http1_and_h2() {
     assert_eq!(cut_lines, 2, "{logs}");
 }
 
-/// Offers `total` bytes as a request body; returns how many the gateway took, and the
-/// response (or the error) the client got.
+/// Offers `total` bytes as a request body to `route`; returns how many the gateway took,
+/// and the response (or the error) the client got.
 async fn offer_upload(
     gw: &GatewayProcess,
+    route: &str,
     total: u64,
 ) -> (u64, Result<(StatusCode, String), String>) {
     let taken = Arc::new(AtomicU64::new(0));
@@ -146,7 +149,7 @@ async fn offer_upload(
     });
     let c = client(gw.addr());
     let request = c
-        .request(Method::POST, "/service/deaf/upload")
+        .request(Method::POST, &format!("/service/{route}/upload"))
         .header("content-length", total)
         .body(body)
         .unwrap();
@@ -173,9 +176,9 @@ async fn an_upstream_that_never_reads_the_body_holds_no_memory_and_times_out() {
         .env("ROUTER__HTTP__RESPONSE_HEADER_TIMEOUT_MS", "1000")
         .start()
         .await;
-    let baseline_fds = gw.open_fds();
+    let baseline_fds = gw.idle_fds().await;
     let before = gw.rss_bytes();
-    let (taken, answer) = offer_upload(&gw, OFFERED).await;
+    let (taken, answer) = offer_upload(&gw, "deaf", OFFERED).await;
     let peak = gw.peak_rss_bytes();
     eprintln!(
         "{} MiB of {} taken; RSS {} KiB before, peak {} KiB",
@@ -205,8 +208,8 @@ async fn an_upstream_that_never_reads_the_body_holds_no_memory_and_times_out() {
 async fn an_upstream_that_closes_without_reading_the_body_is_502() {
     let app = backend::deaf(Some(Duration::from_millis(500))).await;
     let gw = gateway(BIN).route("deaf", app.url()).start().await;
-    let baseline_fds = gw.open_fds();
-    let (taken, answer) = offer_upload(&gw, OFFERED).await;
+    let baseline_fds = gw.idle_fds().await;
+    let (taken, answer) = offer_upload(&gw, "deaf", OFFERED).await;
     let (status, body) = answer.expect("a response");
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body.contains("upstream_failed"), "{body}");
@@ -216,10 +219,49 @@ async fn an_upstream_that_closes_without_reading_the_body_is_502() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_upload_ends_is_passed_on_and_the_rest_let_go() {
+    let app = backend::early_answer(
+        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big\n",
+    )
+    .await;
+    let gw = gateway(BIN)
+        .route("early", app.url())
+        .env("ROUTER__HTTP__UPSTREAM_IDLE_TIMEOUT_MS", "1000")
+        .start()
+        .await;
+    let baseline_fds = gw.idle_fds().await;
+    let (taken, answer) = offer_upload(&gw, "early", OFFERED).await;
+    let (status, body) = answer.expect("a response");
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too big\n")
+    );
+    assert!(taken < OFFERED / 4, "{taken} bytes taken");
+    // The app's connection waits at most the upstream idle timeout for the rest to go.
+    fds_return_to(&gw, baseline_fds).await;
+}
+
+#[tokio::test]
+async fn a_websocket_client_that_vanishes_closes_the_tunnel_and_the_apps_connection() {
+    let (app, _) = backend::websocket_echo().await;
+    let gw = gateway(BIN).route("ws", app.url()).start().await;
+    let baseline = gw.idle_fds().await;
+    let mut ws = websocket(gw.addr(), "/service/ws/").await;
+    ws.send(Message::text("hello")).await.unwrap();
+    let echoed = ws.next().await.expect("a message").expect("a message");
+    assert_eq!(echoed, Message::text("hello"));
+    assert_eq!(gw.client_connections(), 1, "the tunnel's client side");
+    drop(ws);
+    fds_return_to(&gw, baseline).await;
+    gw.wait_for_log("tunnel closed", Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_an_event_stream_cancels_the_upstream_request() {
     let app = backend::ticker(Duration::from_millis(20)).await;
     let gw = gateway(BIN).route("tokens", app.url()).start().await;
-    let baseline = gw.open_fds();
+    let baseline = gw.idle_fds().await;
     let mut body = streaming(&client(gw.addr()), "/service/tokens/").await;
     for _ in 0..3 {
         let frame = body.frame().await.expect("an event").expect("an event");
@@ -246,7 +288,7 @@ async fn a_client_that_leaves_an_event_stream_cancels_the_upstream_request() {
 async fn a_client_that_leaves_a_big_download_cancels_the_upstream_request() {
     let app = backend::source(64 << 30).await;
     let gw = gateway(BIN).route("big", app.url()).start().await;
-    let baseline = gw.open_fds();
+    let baseline = gw.idle_fds().await;
     let mut body = streaming(&client(gw.addr()), "/service/big/").await;
     let mut received = 0;
     while received < 1 << 20 {

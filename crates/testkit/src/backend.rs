@@ -25,7 +25,9 @@ use tokio_tungstenite::tungstenite::handshake;
 
 mod raw;
 
-pub use raw::{RawBackend, ResetAt, Unaccepting, deaf, fixed, resetting, silent, unaccepting};
+pub use raw::{
+    RawBackend, ResetAt, Unaccepting, deaf, early_answer, fixed, resetting, silent, unaccepting,
+};
 
 /// The body type backends answer with.
 pub type BackendBody = BoxBody<Bytes, Infallible>;

@@ -323,6 +323,47 @@ impl GatewayProcess {
             .count()
     }
 
+    /// How many client connections it holds open: its sockets on its listening port, other
+    /// than the listener (read from `/proc/<pid>/fd` and `/proc/<pid>/net/tcp`).
+    pub fn client_connections(&self) -> usize {
+        let pid = self.pid();
+        let sockets: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    Some(
+                        target
+                            .strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_owned(),
+                    )
+                })
+                .collect();
+        let port = format!(":{:04X}", self.addr.port());
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        table
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| fields.len() > 9 && sockets.contains(fields[9]))
+            .filter(|fields| fields[1].ends_with(&port) && fields[3] != "0A")
+            .count()
+    }
+
+    /// Its open file descriptors once it holds no client connection (the start-up health
+    /// probe's is gone): the baseline to find a leak against.
+    pub async fn idle_fds(&self) -> usize {
+        let idle = eventually(Duration::from_secs(5), || async {
+            self.client_connections() == 0
+        })
+        .await;
+        assert!(idle, "client connections stay open:\n{}", self.logs());
+        self.open_fds()
+    }
+
     /// Its peak resident memory (`VmHWM` of `/proc/<pid>/status`), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
         proc_status_kib(self.pid(), "VmHWM:") * 1024

@@ -184,6 +184,17 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// Reads a request head, writes `response`, then neither reads nor closes: an app that
+/// answers before the request body has come (a `413`, say) and ignores the rest of it.
+pub async fn early_answer(response: &'static [u8]) -> RawBackend {
+    RawBackend::spawn(move |mut stream, record| async move {
+        if read_head(&mut stream, &record).await && stream.write_all(response).await.is_ok() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await
+}
+
 /// Accepts connections and never reads from them, so a request body fills the socket
 /// buffers and stalls; after `close_after`, if given, closes them with the body unread.
 pub async fn deaf(close_after: Option<Duration>) -> RawBackend {
