@@ -53,6 +53,14 @@ impl GatewayCommand {
             .env("CLEARML_API_SECRET_KEY", GATEWAY_SECRET_KEY)
     }
 
+    /// Serves TCP sessions on the ports of `range`, telling tasks to reach them at
+    /// 127.0.0.1.
+    pub fn tcp_sessions(self, range: &std::ops::RangeInclusive<u16>) -> Self {
+        self.env("TCP_ROUTER_ADDRESS", "127.0.0.1")
+            .env("TCP_PORT_START", range.start().to_string())
+            .env("TCP_PORT_END", range.end().to_string())
+    }
+
     /// Sets an environment variable of the process.
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
         self.env.push((name.to_owned(), value.into()));
@@ -189,6 +197,19 @@ pub fn routes_toml(routes: &[(String, String)]) -> String {
         .collect()
 }
 
+/// A range of `size` ports of 127.0.0.1 free now (for TCP session ranges).
+pub fn free_range(size: u16) -> std::ops::RangeInclusive<u16> {
+    loop {
+        let start = free_port().port();
+        let Some(end) = start.checked_add(size - 1) else {
+            continue;
+        };
+        if (start..=end).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return start..=end;
+        }
+    }
+}
+
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("find a free port");
     listener.local_addr().expect("local address")
@@ -292,6 +313,55 @@ impl GatewayProcess {
             let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         }
         status
+    }
+
+    /// How many file descriptors it has open (`/proc/<pid>/fd`): sockets, files, pipes.
+    pub fn open_fds(&self) -> usize {
+        let dir = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|err| panic!("read {dir}: {err}"))
+            .count()
+    }
+
+    /// How many client connections it holds open: its sockets on its listening port, other
+    /// than the listener (read from `/proc/<pid>/fd` and `/proc/<pid>/net/tcp`).
+    pub fn client_connections(&self) -> usize {
+        let pid = self.pid();
+        let sockets: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    Some(
+                        target
+                            .strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_owned(),
+                    )
+                })
+                .collect();
+        let port = format!(":{:04X}", self.addr.port());
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        table
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| fields.len() > 9 && sockets.contains(fields[9]))
+            .filter(|fields| fields[1].ends_with(&port) && fields[3] != "0A")
+            .count()
+    }
+
+    /// Its open file descriptors once it holds no client connection (the start-up health
+    /// probe's is gone): the baseline to find a leak against.
+    pub async fn idle_fds(&self) -> usize {
+        let idle = eventually(Duration::from_secs(5), || async {
+            self.client_connections() == 0
+        })
+        .await;
+        assert!(idle, "client connections stay open:\n{}", self.logs());
+        self.open_fds()
     }
 
     /// Its peak resident memory (`VmHWM` of `/proc/<pid>/status`), in bytes.
