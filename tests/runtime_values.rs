@@ -52,7 +52,8 @@ async fn huge_and_hostile_runtime_maps_cost_only_their_own_entries() {
             .runtime(Value::Object(runaway))
             .system_tags(&["external_service"]),
     );
-    // A 10 MB address, and every other shape of bad address and port.
+    // A 10 MB address, every other shape of bad address and port, and addresses the
+    // default ROUTER__UPSTREAM__ALLOW_CIDRS keeps out.
     let ten_mb = "1".repeat(10 * 1024 * 1024);
     let hostile = server.add_task(
         task()
@@ -67,6 +68,11 @@ async fn huge_and_hostile_runtime_maps_cost_only_their_own_entries() {
                 "_ADDRESS__range": "127.0.0.1", "_PORT__range": 99_999,
                 "_ADDRESS__word": "127.0.0.1", "_PORT__word": "eighty",
                 "_ADDRESS__neg": "127.0.0.1", "_PORT__neg": -1,
+                // Where cloud metadata services live, by address and by a number resolvers
+                // read as 169.254.169.254.
+                "_ADDRESS__meta": "169.254.169.254", "_PORT__meta": 80,
+                "_ADDRESS__meta6": "fe80::1", "_PORT__meta6": 80,
+                "_ADDRESS__int": "2852039166", "_PORT__int": 80,
             }))
             .system_tags(&["external_service"]),
     );
@@ -114,7 +120,11 @@ async fn huge_and_hostile_runtime_maps_cost_only_their_own_entries() {
     .await;
     let logs = gw.logs();
     let lines = skip_lines(&logs, &hostile);
-    assert_eq!(lines.len(), 9, "one line per bad endpoint: {lines:#?}");
+    assert_eq!(lines.len(), 12, "one line per bad endpoint: {lines:#?}");
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("ROUTER__UPSTREAM__ALLOW_CIDRS"));
+    assert_eq!(refused.count(), 2, "link-local, v4 and v6: {lines:#?}");
     assert!(
         lines.iter().all(|l| l.len() < 600),
         "a 10 MB value makes a line of normal size"

@@ -89,8 +89,13 @@ impl OwnAddresses {
     /// interfaces.
     pub fn leads_back(&self, upstream: &Upstream) -> Option<String> {
         let authority = upstream.authority();
-        let host = normalize(authority.host());
         let port = authority.port_u16().unwrap_or(80);
+        // Most routes are on no port of the gateway's: decided without a string made.
+        let on_listen_port = self.listen.is_some_and(|listen| listen.port() == port);
+        if !on_listen_port && !self.names.iter().any(|(_, p)| *p == port) {
+            return None;
+        }
+        let host = normalize(authority.host());
         if self
             .names
             .iter()
