@@ -212,9 +212,25 @@ pub struct RawReply {
 }
 
 impl RawReply {
-    /// How many HTTP responses the text holds (status lines).
+    /// How many HTTP responses the text holds, read one after the other by their
+    /// `content-length` (every answer in these tests has one, or no body).
     pub fn responses(&self) -> usize {
-        self.text.matches("HTTP/1.1 ").count()
+        let mut rest = self.text.as_str();
+        let mut count = 0;
+        while rest.starts_with("HTTP/1.") {
+            let Some(end) = rest.find("\r\n\r\n") else {
+                break;
+            };
+            let length = rest[..end]
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            count += 1;
+            rest = rest.get(end + 4 + length..).unwrap_or_default();
+        }
+        count
     }
 }
 
