@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use gateway_clearml::ListedTask;
-use gateway_proxy::AddressPolicy;
+use gateway_proxy::{AddressPolicy, OwnAddresses};
 use gateway_sync::BrowserEndpoint;
 use gateway_sync::plan::{PlanContext, plan};
 use serde_json::{Map, Value, json};
@@ -28,6 +28,9 @@ fn context() -> PlanContext {
         // A gateway that listens on named queues checks every task's queue.
         queues: Some(HashSet::from([QUEUE.to_owned()])),
         policy: AddressPolicy::default(),
+        // A gateway on every interface, as deployed: an endpoint on its port is checked.
+        own: OwnAddresses::listening_on(([0, 0, 0, 0], 8080).into())
+            .with_name("gw.example.com", 443),
         tcp: None,
     }
 }

@@ -138,6 +138,7 @@ fn sync_settings(config: &Config, clearml: &ClearmlConfig) -> SyncSettings {
     settings.browser_endpoint = config.browser_endpoint;
     settings.listen_queues = config.listen_queues.clone();
     settings.policy = config.http.upstream_policy.clone();
+    settings.own = config.own_addresses();
     settings.max_backoff = config.max_backoff;
     settings.tcp = config.tcp.as_ref().and_then(|tcp| {
         Some(TcpContext {

@@ -65,7 +65,7 @@ impl Mode {
             (Some(_), None) => Source::Clearml,
             (None, None) => return Err(ModeError::NothingToServe),
             (None, Some(path)) => Source::Standalone {
-                routes: routes_file::load(path)?,
+                routes: routes_file::load(path, &config.own_addresses())?,
                 path: path.to_owned(),
             },
         };

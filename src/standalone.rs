@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gateway_proxy::{Gateway, Readiness, RouteStore, Tls};
+use gateway_proxy::{Gateway, OwnAddresses, Readiness, RouteStore, Tls};
 use gateway_tcp::{Placement, TcpSessions, Wanted};
 
 use crate::clearml::forward_settings;
@@ -50,6 +50,7 @@ pub async fn run(
     readiness.set_ready(true);
     tokio::spawn(reload_on_sighup(
         path,
+        config.own_addresses(),
         Arc::clone(&table),
         Arc::clone(&sessions),
     ));
@@ -75,14 +76,19 @@ async fn open_ports(sessions: &TcpSessions, wanted: Vec<Wanted>) -> Vec<String> 
 }
 
 /// Re-reads the routes file on every SIGHUP; a broken file keeps what is being served.
-async fn reload_on_sighup(path: PathBuf, table: Arc<RouteStore>, sessions: Arc<TcpSessions>) {
+async fn reload_on_sighup(
+    path: PathBuf,
+    own: OwnAddresses,
+    table: Arc<RouteStore>,
+    sessions: Arc<TcpSessions>,
+) {
     let Some(mut hangups) = signals::reloads() else {
         return;
     };
     while hangups.recv().await.is_some() {
         // Reading and parsing a large file is blocking work: keep it off the request threads.
-        let file = path.clone();
-        let loaded = tokio::task::spawn_blocking(move || routes_file::load(&file)).await;
+        let (file, own) = (path.clone(), own.clone());
+        let loaded = tokio::task::spawn_blocking(move || routes_file::load(&file, &own)).await;
         let Ok(loaded) = loaded else {
             tracing::error!("reading the routes file failed; still serving the previous routes");
             continue;

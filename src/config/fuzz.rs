@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use gateway_proxy::Upstream;
+use gateway_proxy::{OwnAddresses, Upstream};
 use gateway_tcp::PortChoice;
 use proptest::prelude::*;
 
@@ -46,7 +46,7 @@ fn url(host: &str, port: u16) -> String {
 proptest! {
     #[test]
     fn fuzz_any_routes_file_is_read_or_refused_at_a_place_in_it(text in routes_text()) {
-        if let Err((span, message)) = routes_file::parse(&text) {
+        if let Err((span, message)) = routes_file::parse(&text, &OwnAddresses::default()) {
             prop_assert!(!message.is_empty());
             let (line, column) = routes_file::line_and_column(&text, span.start);
             prop_assert!(line >= 1 && line <= text.split('\n').count(), "line {line}");
@@ -77,12 +77,12 @@ proptest! {
             gateway_proxy::Route::new(id, upstream).is_none()
         });
         if let Some((id, _)) = unusable {
-            let refused = routes_file::parse(&text).expect_err("an unusable id is refused");
+            let refused = routes_file::parse(&text, &OwnAddresses::default()).expect_err("an unusable id is refused");
             let (_, message) = refused;
             prop_assert!(message.contains(&format!("{id:?}")), "{message}");
             return Ok(());
         }
-        let read = routes_file::parse(&text).map_err(|e| format!("{e:?} in\n{text}"));
+        let read = routes_file::parse(&text, &OwnAddresses::default()).map_err(|e| format!("{e:?} in\n{text}"));
         let read = read.map_err(TestCaseError::fail)?;
         prop_assert_eq!(read.table.len(), routes.len());
         for (id, (host, port)) in &routes {

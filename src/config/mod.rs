@@ -3,12 +3,14 @@
 //!
 //! `env_file` reads a `runtime.env`; `raw` collects the variables as text with `envy`;
 //! `values` interprets each one (errors name the variable and the value); this module
-//! assembles them into a [`Config`]; `show` prints it for `--check-config`; `routes_file`
-//! reads the standalone routes file.
+//! assembles them into a [`Config`]; `own` says how the gateway knows itself (its `Via`
+//! name, the addresses no route may point at); `show` prints it for `--check-config`;
+//! `routes_file` reads the standalone routes file.
 
 pub mod env_file;
 #[cfg(test)]
 mod fuzz;
+mod own;
 mod raw;
 pub mod routes_file;
 mod show;
@@ -246,9 +248,12 @@ impl Config {
             Some(cidrs) => AddressPolicy::allowing(cidrs.clone()),
             None => AddressPolicy::default(),
         };
+        let listen = SocketAddr::new(host, port);
+        let via_pseudonym = own::via_pseudonym(router_url.as_deref(), listen);
+        let http = http_settings(&raw, https || tls.is_some(), policy, via_pseudonym)?;
         Ok(Self {
             router_name: Value::of("ROUTER_NAME", &raw.router_name).string_or("main-router"),
-            listen: SocketAddr::new(host, port),
+            listen,
             auth: auth(&raw, https || tls.is_some())?,
             tcp,
             listen_queues: Value::of("LISTEN_QUEUE_NAME", &raw.listen_queues).list(),
@@ -262,7 +267,7 @@ impl Config {
             browser_endpoint: browser_endpoint(&raw)?,
             allow_cidrs: allow_cidrs.clone(),
             log: log(&raw)?,
-            http: http_settings(&raw, https || tls.is_some(), policy)?,
+            http,
             unknown_router_vars: unknown_router_vars(vars),
             router_url,
             clearml,
@@ -516,6 +521,7 @@ fn http_settings(
     raw: &RawEnv,
     https: bool,
     upstream_policy: AddressPolicy,
+    via_pseudonym: String,
 ) -> Result<HttpSettings, ConfigError> {
     let ms = |var, text, default| Value::of(var, text).millis(default, 1);
     let max_header = Value::of("ROUTER__HTTP__MAX_HEADER_BYTES", &raw.max_header_bytes);
@@ -575,6 +581,7 @@ fn http_settings(
             ClientScheme::Http
         },
         upstream_policy,
+        via_pseudonym,
     })
 }
 

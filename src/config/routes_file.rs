@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use gateway_proxy::{Route, RouteTable, Upstream, routes::is_valid_route_key};
+use gateway_proxy::{OwnAddresses, Route, RouteTable, Upstream, routes::is_valid_route_key};
 use gateway_tcp::{PortChoice, Target, Wanted};
 use serde::Deserialize;
 use toml::Spanned;
@@ -72,13 +72,13 @@ pub struct Routes {
     pub tcp: Vec<Wanted>,
 }
 
-/// Reads the routes file at `path`.
-pub fn load(path: &Path) -> Result<Routes, RoutesFileError> {
+/// Reads the routes file at `path`; a route to one of `own`'s addresses is an error.
+pub fn load(path: &Path, own: &OwnAddresses) -> Result<Routes, RoutesFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| RoutesFileError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text).map_err(|(span, message)| {
+    parse(&text, own).map_err(|(span, message)| {
         let (line, column) = line_and_column(&text, span.start);
         RoutesFileError::Invalid {
             path: path.to_owned(),
@@ -90,11 +90,11 @@ pub fn load(path: &Path) -> Result<Routes, RoutesFileError> {
 }
 
 /// Parses routes-file text; on error, where in the text and what.
-pub(super) fn parse(text: &str) -> Result<Routes, (Range<usize>, String)> {
+pub(super) fn parse(text: &str, own: &OwnAddresses) -> Result<Routes, (Range<usize>, String)> {
     let shape: FileShape = toml::from_str(text)
         .map_err(|err| (err.span().unwrap_or(0..0), err.message().trim().to_owned()))?;
     let tcp = tcp_entries(text, shape.tcp)?;
-    let table = route_entries(text, shape.route)?;
+    let table = route_entries(text, shape.route, own)?;
     Ok(Routes { table, tcp })
 }
 
@@ -144,6 +144,7 @@ fn tcp_entries(
 fn route_entries(
     text: &str,
     entries: Vec<Spanned<RouteEntry>>,
+    own: &OwnAddresses,
 ) -> Result<RouteTable, (Range<usize>, String)> {
     let shape_route = entries;
     let mut seen: HashMap<String, Range<usize>> = HashMap::new();
@@ -166,6 +167,11 @@ fn route_entries(
         }
         let upstream = Upstream::parse_url(entry.upstream.get_ref())
             .map_err(|err| (entry.upstream.span(), format!("upstream: {err}")))?;
+        if let Some(why) = own.leads_back(&upstream) {
+            let message =
+                format!("upstream {upstream} points at this gateway ({why}): requests would loop");
+            return Err((entry.upstream.span(), message));
+        }
         let route = Route::new(id, upstream).ok_or_else(|| {
             let why = format!(
                 "route id {id:?}: a \"__\" must have a task id before it and a name after it"
@@ -191,7 +197,7 @@ mod tests {
     use super::*;
 
     fn error_of(text: &str) -> String {
-        let (span, message) = parse(text).unwrap_err();
+        let (span, message) = parse(text, &OwnAddresses::default()).unwrap_err();
         let (line, column) = line_and_column(text, span.start);
         format!("{line}:{column}: {message}")
     }
@@ -212,6 +218,7 @@ upstream = "http://10.0.0.5:8888/"
 port = 10022                       # listens here
 upstream = "127.0.0.1:22"
 "#,
+            &OwnAddresses::listening_on(([0, 0, 0, 0], 8080).into()),
         )
         .unwrap();
         assert_eq!(tcp.len(), 1);
@@ -230,7 +237,12 @@ upstream = "127.0.0.1:22"
 
     #[test]
     fn an_empty_file_is_an_empty_table() {
-        assert!(parse("").unwrap().table.is_empty());
+        assert!(
+            parse("", &OwnAddresses::default())
+                .unwrap()
+                .table
+                .is_empty()
+        );
     }
 
     #[test]
@@ -269,5 +281,19 @@ upstream = "127.0.0.1:22"
             )
             .starts_with("5:8: port 1 is already used on line 2")
         );
+    }
+
+    #[test]
+    fn a_route_to_the_gateway_itself_is_refused() {
+        let own = OwnAddresses::listening_on(([0, 0, 0, 0], 8080).into());
+        let text = "[[route]]\nid = \"a\"\nupstream = \"http://localhost:8080\"\n";
+        let (span, message) = parse(text, &own).unwrap_err();
+        assert_eq!(line_and_column(text, span.start), (3, 12));
+        assert!(
+            message.starts_with("upstream http://localhost:8080 points at this gateway"),
+            "{message}"
+        );
+        let other_port = text.replace("8080", "8081");
+        assert!(parse(&other_port, &own).is_ok());
     }
 }

@@ -39,6 +39,21 @@ pub enum ProxyError {
     /// The request uses a transfer coding other than plain `chunked`.
     #[error("unsupported Transfer-Encoding {0:?}")]
     UnsupportedTransferEncoding(String),
+    /// An HTTP/1.1 request without `Host`, with several, or with one that is not a host.
+    #[error("invalid Host: {0}")]
+    BadHost(&'static str),
+    /// The request target alone is longer than the head limit.
+    #[error("request target of {size} bytes exceeds the limit of {limit}")]
+    UriTooLong {
+        /// Bytes in the request target.
+        size: usize,
+        /// The configured head limit.
+        limit: usize,
+    },
+    /// The request already passed through this gateway (its own `Via` entry): the route
+    /// leads back into the gateway.
+    #[error("the request already carries this gateway's Via entry: the route loops back")]
+    LoopDetected,
     /// The request head is larger than the configured limit.
     #[error("request headers of {size} bytes exceed the limit of {limit}")]
     HeadersTooLarge {
@@ -125,9 +140,12 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::BadTarget(TargetError::NotARouteKey) => {
                 StatusCode::NOT_FOUND
             }
-            ProxyError::BadTarget(_) | ProxyError::ClientBody { .. } | ProxyError::BadLogin(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadTarget(_)
+            | ProxyError::ClientBody { .. }
+            | ProxyError::BadLogin(_)
+            | ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::LoopDetected => StatusCode::LOOP_DETECTED,
             ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -152,6 +170,7 @@ impl ProxyError {
             ProxyError::NoRoute | ProxyError::BadTarget(TargetError::NotARouteKey) => "no_route",
             ProxyError::BadTarget(TargetError::EncodedSlash) => "encoded_slash_in_route",
             ProxyError::BadTarget(TargetError::DotSegment) => "dot_segment_in_path",
+            ProxyError::BadTarget(TargetError::BadPercentEncoding) => "invalid_percent_encoding",
             ProxyError::BadTarget(TargetError::Unforwardable) => "invalid_target",
             ProxyError::Unauthenticated(_) => "unauthenticated",
             ProxyError::Forbidden => "forbidden",
@@ -160,6 +179,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::UnsupportedTransferEncoding(_) => "unsupported_transfer_encoding",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::BadHost(_) => "invalid_host",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
+            ProxyError::LoopDetected => "loop_detected",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::ClientBodyTimeout { .. } => "client_body_timeout",
             ProxyError::ClientBody { .. } => "client_body_failed",
@@ -187,6 +209,9 @@ impl ProxyError {
             ProxyError::BadTarget(TargetError::Unforwardable) => {
                 "the request target cannot be forwarded"
             }
+            ProxyError::BadTarget(TargetError::BadPercentEncoding) => {
+                "the service segment of the path holds an invalid percent-encoding"
+            }
             ProxyError::Unauthenticated(_) => "log in to ClearML to reach this service",
             ProxyError::Forbidden => "your ClearML user may not see this task",
             ProxyError::AuthUnavailable => {
@@ -198,6 +223,11 @@ impl ProxyError {
                 "only the chunked transfer coding is supported"
             }
             ProxyError::HeadersTooLarge { .. } => "the request headers are too large",
+            ProxyError::BadHost(reason) => reason,
+            ProxyError::UriTooLong { .. } => "the request target is too long",
+            ProxyError::LoopDetected => {
+                "the request came back to this gateway: the service's address leads to the gateway itself"
+            }
             ProxyError::BodyTooLarge { .. } => "the request body is too large",
             ProxyError::ClientBodyTimeout { .. } => "the request body stopped arriving",
             ProxyError::ClientBody { .. } => "the request body could not be read",

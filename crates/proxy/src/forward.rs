@@ -174,6 +174,7 @@ fn prepare(
         auth::strip_token(&mut parts.headers, cookie_name, admission.source);
     }
     headers::set_user(&mut parts.headers, admission.map(|a| &a.identity));
+    gateway.via().add_to(&mut parts.headers, parts.version);
     parts.uri = upstream_uri;
     parts.version = Version::HTTP_11;
 

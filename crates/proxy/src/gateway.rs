@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::header::TRANSFER_ENCODING;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
@@ -19,10 +18,12 @@ use crate::access_log::AccessLog;
 use crate::answers::{Audience, add_trailing_slash, error_response, json_response};
 use crate::auth::{Admission, AuthSettings, find_token};
 use crate::body::ResponseBody;
+use crate::checks::{check_framing, check_head_size, check_host};
 use crate::conn::ActiveRequest;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::login;
+use crate::loops::Via;
 use crate::metrics::{MetricsSource, ProxyMetrics, RouteKind};
 use crate::pool::{Lease, UpstreamPool};
 use crate::routes::{Route, RouteStore};
@@ -57,6 +58,8 @@ pub struct Gateway {
     metrics: Arc<ProxyMetrics>,
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
     access_sink: Option<Arc<dyn AccessSink>>,
+    /// This gateway's `Via` entry.
+    via: Via,
     /// Connections and tunnels, so that shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -107,6 +110,7 @@ impl GatewayBuilder {
     pub fn build(self) -> Arc<Gateway> {
         Arc::new(Gateway {
             pool: forward::upstream_pool(&self.settings),
+            via: Via::new(&self.settings.via_pseudonym),
             routes: self.routes,
             readiness: self.readiness,
             settings: self.settings,
@@ -163,6 +167,10 @@ impl Gateway {
         &self.pool
     }
 
+    pub(crate) fn via(&self) -> &Via {
+        &self.via
+    }
+
     /// Answers one request; never fails: trouble becomes a status and a JSON body.
     pub(crate) async fn handle(
         self: Arc<Self>,
@@ -197,6 +205,7 @@ impl Gateway {
     ) -> Result<Answer, ProxyError> {
         check_head_size(&req, self.settings.max_header_bytes)?;
         check_framing(&req)?;
+        check_host(&req)?;
         let target = Target::parse(req.uri().path())?;
         log.set_kind(match target {
             Target::Gateway(_) => RouteKind::Gateway,
@@ -217,6 +226,10 @@ impl Gateway {
                 key,
                 forwarded_path,
             } => {
+                // Before authentication: the token was removed on the first pass.
+                if self.via.is_in(req.headers()) {
+                    return Err(ProxyError::LoopDetected);
+                }
                 let (route, admission) = self.admit(&req, key).await?;
                 log.set_route(Arc::clone(&route));
                 // The target borrows from the request, which `forward` takes whole.
@@ -307,40 +320,4 @@ impl Gateway {
 pub(crate) enum Answer {
     Upstream(Response<Incoming>, Option<Lease>),
     Local(Response<Bytes>),
-}
-
-/// Refuses heads larger than `limit`, counted as on the wire (`name: value\r\n`).
-fn check_head_size<B>(req: &Request<B>, limit: usize) -> Result<(), ProxyError> {
-    let uri = req.uri();
-    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
-        + uri.authority().map_or(0, |a| a.as_str().len() + 8);
-    let request_line = req.method().as_str().len() + target + 12;
-    let headers: usize = req
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    let size = request_line + headers;
-    if size > limit {
-        return Err(ProxyError::HeadersTooLarge { size, limit });
-    }
-    Ok(())
-}
-
-/// Refuses what cannot be forwarded faithfully: `CONNECT` (a tunnel to anywhere) and
-/// `TRACE` (it echoes credentials back), and transfer codings other than plain `chunked`,
-/// which the upstream would receive still encoded.
-fn check_framing<B>(req: &Request<B>) -> Result<(), ProxyError> {
-    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
-        return Err(ProxyError::MethodNotAllowed(req.method().clone()));
-    }
-    for coding in req.headers().get_all(TRANSFER_ENCODING) {
-        let text = coding.to_str().unwrap_or_default();
-        if !text.trim().eq_ignore_ascii_case("chunked") {
-            return Err(ProxyError::UnsupportedTransferEncoding(
-                String::from_utf8_lossy(coding.as_bytes()).into_owned(),
-            ));
-        }
-    }
-    Ok(())
 }

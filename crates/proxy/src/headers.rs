@@ -92,7 +92,7 @@ pub(crate) fn prepare_request(
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         headers.insert(HOST, host);
     }
-    append_forwarded_for(headers, forwarded.peer);
+    append_to_list(headers, &X_FORWARDED_FOR, forwarded.peer);
     headers.insert(X_REAL_IP.clone(), forwarded.peer.clone());
     headers.insert(
         X_FORWARDED_PROTO.clone(),
@@ -212,9 +212,11 @@ fn merge_cookies(headers: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
+/// Appends `entry` to the comma-separated list `name` holds, joining the fields a client
+/// split it into, so that the upstream finds the whole chain in one field.
+pub(crate) fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, entry: &HeaderValue) {
     let mut chain = Vec::new();
-    for value in headers.get_all(&X_FORWARDED_FOR) {
+    for value in headers.get_all(name) {
         let text = value.as_bytes().trim_ascii();
         if !text.is_empty() {
             chain.extend_from_slice(text);
@@ -222,12 +224,12 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
         }
     }
     let value = if chain.is_empty() {
-        peer.clone()
+        entry.clone()
     } else {
-        chain.extend_from_slice(peer.as_bytes());
-        HeaderValue::from_bytes(&chain).unwrap_or_else(|_| peer.clone())
+        chain.extend_from_slice(entry.as_bytes());
+        HeaderValue::from_bytes(&chain).unwrap_or_else(|_| entry.clone())
     };
-    headers.insert(X_FORWARDED_FOR.clone(), value);
+    headers.insert(name.clone(), value);
 }
 
 /// The peer's address as a header value, IPv4-mapped IPv6 addresses shown as IPv4.

@@ -4,13 +4,15 @@
 //!
 //! - [`server`] accepts a connection and serves HTTP/1.1 and cleartext HTTP/2 on it;
 //!   `conn` closes it when idle or at shutdown.
-//! - [`gateway`] is the request path: [`target`] reads the path, the gateway answers its
+//! - [`gateway`] is the request path: `checks` refuses heads it cannot forward faithfully,
+//!   [`target`] reads the path, the gateway answers its
 //!   own `/_gateway/` paths (`login`: the log-in hand-off), [`auth`] finds the request's
 //!   token and asks the [`Authorizer`] about it, and [`routes`] finds the route in the
 //!   current table (one lock-free load of an immutable snapshot).
 //! - `forward` rewrites the head (`headers`: hop-by-hop out, `X-Forwarded-*` in), sends it
 //!   through the pooled upstream client with the body streaming behind it (`body`);
-//!   `tunnel` joins the two connections after a `101`.
+//!   `tunnel` joins the two connections after a `101`. `loops` adds the gateway's `Via`
+//!   entry, and refuses a request that already carries it.
 //! - Every answer, forwarded or the gateway's own ([`error`], `answers`), leaves through
 //!   [`ResponseBody`], which counts bytes and writes the access line (`access_log`, its
 //!   text by hand in [`access_line`], into an [`AccessSink`]).
@@ -24,6 +26,7 @@ mod access_log;
 mod answers;
 pub mod auth;
 pub mod body;
+mod checks;
 mod conn;
 pub mod error;
 mod forward;
@@ -32,6 +35,7 @@ mod fuzz;
 pub mod gateway;
 mod headers;
 mod login;
+mod loops;
 pub mod metrics;
 pub mod policy;
 mod pool;
@@ -47,6 +51,7 @@ pub use auth::{Admission, AuthSettings, Authorizer, Denial, Identity, Verdict};
 pub use body::{RequestBody, ResponseBody};
 pub use error::ProxyError;
 pub use gateway::{Gateway, GatewayBuilder, Readiness};
+pub use loops::OwnAddresses;
 pub use metrics::MetricsSource;
 pub use policy::{AddressPolicy, Cidr};
 pub use routes::{InvalidUpstream, Route, RouteStore, RouteTable, SERVICE_PREFIX, Upstream};

@@ -50,6 +50,9 @@ pub struct HttpSettings {
     pub client_scheme: ClientScheme,
     /// Where upstreams may point (`ROUTER__UPSTREAM__ALLOW_CIDRS`).
     pub upstream_policy: AddressPolicy,
+    /// The name this gateway gives itself in the `Via` header of requests it forwards; a
+    /// request that already carries it has looped back (508).
+    pub via_pseudonym: String,
 }
 
 impl Default for HttpSettings {
@@ -67,6 +70,7 @@ impl Default for HttpSettings {
             shutdown_grace: Duration::from_secs(30),
             client_scheme: ClientScheme::Http,
             upstream_policy: AddressPolicy::default(),
+            via_pseudonym: "clearml-gateway".to_owned(),
         }
     }
 }

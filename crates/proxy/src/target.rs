@@ -35,6 +35,11 @@ pub enum TargetError {
     /// The forwarded path holds a `.` or `..` segment (plain or percent-encoded).
     #[error("'.' or '..' segment in the path")]
     DotSegment,
+    /// The routed segment holds a `%` that does not start a valid escape (`%zz`, a `%` at
+    /// the end), or escapes that decode to bytes that are not UTF-8 (overlong forms such as
+    /// `%C0%AF`, which lax decoders read as `/`).
+    #[error("invalid percent-encoding in the routed segment")]
+    BadPercentEncoding,
     /// The routed segment is not `[A-Za-z0-9_-]+`: no route can match it.
     #[error("the routed segment is not a route key")]
     NotARouteKey,
@@ -59,6 +64,9 @@ impl<'a> Target<'a> {
         if contains_encoded_slash(key) {
             return Err(TargetError::EncodedSlash);
         }
+        if key.contains('%') && !is_well_formed_escapes(key) {
+            return Err(TargetError::BadPercentEncoding);
+        }
         if !is_valid_route_key(key) {
             return Err(TargetError::NotARouteKey);
         }
@@ -80,6 +88,31 @@ fn contains_encoded_slash(segment: &str) -> bool {
         .as_bytes()
         .windows(3)
         .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'f' || w[2] == b'F'))
+}
+
+/// Whether every `%` starts a two-hex-digit escape and the decoded bytes are UTF-8.
+fn is_well_formed_escapes(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'%' {
+            decoded.push(bytes[at]);
+            at += 1;
+            continue;
+        }
+        // Not `from_str_radix` alone: it takes a sign (`%+1`).
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .filter(|pair| pair.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok());
+        match hex {
+            Some(byte) => decoded.push(byte),
+            None => return false,
+        }
+        at += 3;
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 /// Whether any segment is `.` or `..`, where `%2e` counts as a dot, a `;parameter` is
@@ -192,6 +225,32 @@ mod tests {
             Err(TargetError::NotARouteKey)
         );
         assert_eq!(Target::parse("/service//x"), Err(TargetError::NotARouteKey));
+        for path in [
+            "/service/%zz/",
+            "/service/abc%",
+            "/service/abc%/x",
+            "/service/ab%4/",
+            "/service/%+1/",
+            "/service/%C0%AF/",
+            "/service/%E0%80%AE/",
+            "/service/%FF/",
+        ] {
+            assert_eq!(
+                Target::parse(path),
+                Err(TargetError::BadPercentEncoding),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            Target::parse("/service/%61bc/"),
+            Err(TargetError::NotARouteKey),
+            "well-formed escapes are not decoded: a route key never needs one"
+        );
+        assert_eq!(
+            Target::parse("/service/abc/%zz"),
+            service("abc", "/%zz"),
+            "the forwarded path is the app's business"
+        );
         assert_eq!(Target::parse("/service/"), Err(TargetError::NotARouteKey));
         for path in [
             "/service/abc/..",

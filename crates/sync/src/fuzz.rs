@@ -4,11 +4,11 @@
 
 use gateway_clearml::Runtime;
 use gateway_proxy::routes::is_valid_route_key;
-use gateway_proxy::{AddressPolicy, Upstream};
+use gateway_proxy::{AddressPolicy, OwnAddresses, Upstream};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::endpoints::{http_endpoints, tcp_endpoints};
+use crate::endpoints::{Reach, http_endpoints, tcp_endpoints};
 
 /// Endpoint names as tasks write them, and as they should not.
 fn suffix() -> impl Strategy<Value = String> {
@@ -95,7 +95,8 @@ proptest! {
     #[test]
     fn fuzz_any_runtime_map_gives_usable_endpoints_or_skips_each_port_key(map in runtime()) {
         let policy = AddressPolicy::default();
-        let (endpoints, skipped) = http_endpoints(&map, &policy);
+        let own = OwnAddresses::default();
+        let (endpoints, skipped) = http_endpoints(&map, Reach { policy: &policy, own: &own });
         let port_keys = map.keys().filter(|k| is_port_key(k)).count();
         prop_assert_eq!(endpoints.len() + skipped.len(), port_keys, "each port key once");
         for endpoint in &endpoints {
@@ -132,7 +133,8 @@ proptest! {
         map.insert("_ADDRESS__good".to_owned(), json!(address));
         let port_value = if as_text { json!(port.to_string()) } else { json!(port) };
         map.insert("_PORT__good".to_owned(), port_value);
-        let (endpoints, _) = http_endpoints(&map, &AddressPolicy::default());
+        let (policy, own) = (AddressPolicy::default(), OwnAddresses::default());
+        let (endpoints, _) = http_endpoints(&map, Reach { policy: &policy, own: &own });
         let good = endpoints.iter().find(|e| e.name.as_deref() == Some("good"));
         let expected = Upstream::from_host_port(address, port).unwrap();
         prop_assert_eq!(good.map(|e| &e.upstream), Some(&expected));

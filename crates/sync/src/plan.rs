@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 
 use gateway_clearml::{ListedTask, Runtime};
 use gateway_proxy::routes::is_valid_route_key;
-use gateway_proxy::{AddressPolicy, Route, RouteTable};
+use gateway_proxy::{AddressPolicy, OwnAddresses, Route, RouteTable};
 use serde_json::Value;
 
-use crate::endpoints::{HttpEndpoint, http_endpoints, tcp_endpoints};
+use crate::endpoints::{HttpEndpoint, Reach, http_endpoints, tcp_endpoints};
 use crate::sessions::{TcpContext, TcpWant, written_keys};
 use crate::settings::BrowserEndpoint;
 
@@ -29,6 +29,8 @@ pub struct PlanContext {
     pub queues: Option<HashSet<String>>,
     /// Where task addresses may point.
     pub policy: AddressPolicy,
+    /// The gateway's own addresses, which no endpoint may point at.
+    pub own: OwnAddresses,
     /// TCP sessions; `None` when they are off.
     pub tcp: Option<TcpContext>,
 }
@@ -152,7 +154,11 @@ fn plan_task(task: &TaskView<'_>, context: &PlanContext, plan: &mut Plan, routes
     }
     let empty = Runtime::new();
     let runtime = task.runtime.unwrap_or(&empty);
-    let (endpoints, skipped) = http_endpoints(runtime, &context.policy);
+    let reach = Reach {
+        policy: &context.policy,
+        own: &context.own,
+    };
+    let (endpoints, skipped) = http_endpoints(runtime, reach);
     plan.skipped.extend(skipped.into_iter().map(|s| Skip {
         task_id: task.id.to_owned(),
         key: Some(s.key),

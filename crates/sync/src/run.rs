@@ -210,6 +210,7 @@ impl Sync {
             browser_endpoint: self.settings.browser_endpoint,
             queues: self.queues.ids(),
             policy: self.settings.policy.clone(),
+            own: self.settings.own.clone(),
             tcp: self.settings.tcp.clone(),
         };
         // Planning thousands of tasks is CPU work: keep it off the request threads.

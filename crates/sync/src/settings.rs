@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gateway_proxy::AddressPolicy;
+use gateway_proxy::{AddressPolicy, OwnAddresses};
 
 /// How `browser_endpoint` is written (CONTRACT §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct SyncSettings {
     pub listen_queues: Vec<String>,
     /// Where task addresses may point.
     pub policy: AddressPolicy,
+    /// The gateway's own addresses, which no endpoint may point at.
+    pub own: OwnAddresses,
     /// Tasks per `tasks.get_all` page.
     pub page_size: u32,
     /// The longest pause between retries while ClearML is failing.
@@ -53,6 +55,7 @@ impl SyncSettings {
             browser_endpoint: BrowserEndpoint::Direct,
             listen_queues: Vec::new(),
             policy: AddressPolicy::default(),
+            own: OwnAddresses::default(),
             page_size: 500,
             max_backoff: Duration::from_secs(30),
             queue_refresh: Duration::from_secs(60),

@@ -199,12 +199,61 @@ pub fn empty() -> Empty<Bytes> {
 
 /// Writes `bytes` on a new connection and reads until the server closes it (or 5 s pass).
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    raw_session(addr, bytes).await.text
+}
+
+/// What came back on a raw connection.
+#[derive(Debug)]
+pub struct RawReply {
+    /// Everything the server wrote, as text.
+    pub text: String,
+    /// Whether the server closed the connection within 5 s.
+    pub closed: bool,
+}
+
+impl RawReply {
+    /// How many HTTP responses the text holds, read one after the other by their
+    /// `content-length` (every answer in these tests has one, or no body).
+    pub fn responses(&self) -> usize {
+        let mut rest = self.text.as_str();
+        let mut count = 0;
+        while rest.starts_with("HTTP/1.") {
+            let Some(end) = rest.find("\r\n\r\n") else {
+                break;
+            };
+            let length = rest[..end]
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            count += 1;
+            rest = rest.get(end + 4 + length..).unwrap_or_default();
+        }
+        count
+    }
+}
+
+/// Writes `bytes` on a new connection and reads until the server closes it, or 5 s pass.
+pub async fn raw_session(addr: SocketAddr, bytes: &[u8]) -> RawReply {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(bytes).await.expect("write the request");
+    // A server that refuses early may close before all is written: what it answered counts.
+    let _ = stream.write_all(bytes).await;
     let mut received = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received));
-    let _ = read.await;
-    String::from_utf8_lossy(&received).into_owned()
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    let closed = read.await.is_ok();
+    RawReply {
+        text: String::from_utf8_lossy(&received).into_owned(),
+        closed,
+    }
 }
 
 /// Connects to `port` of 127.0.0.1 (a TCP session port, say), writes `message`, shuts its

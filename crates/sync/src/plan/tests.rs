@@ -10,6 +10,7 @@ fn context() -> PlanContext {
         browser_endpoint: BrowserEndpoint::Direct,
         queues: None,
         policy: AddressPolicy::default(),
+        own: OwnAddresses::default(),
         tcp: None,
     }
 }
