@@ -44,9 +44,26 @@ impl AddressPolicy {
     /// Whether `ip` may be connected to.
     pub fn permits(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
+        let denied = |ip: IpAddr| self.deny.iter().any(|net| net.contains(ip));
         self.allow.iter().any(|net| net.contains(ip))
-            && !self.deny.iter().any(|net| net.contains(ip))
+            && !denied(ip)
+            && !embedded_v4(ip).is_some_and(|v4| denied(IpAddr::V4(v4)))
     }
+}
+
+/// The IPv4 address an IPv6 address carries in its last 32 bits where the network may
+/// deliver it to that IPv4 host: IPv4-compatible (`::a.b.c.d`, deprecated but still
+/// routed by some stacks) and the NAT64 well-known prefix (`64:ff9b::/96`). A denied IPv4
+/// network is denied in these forms too.
+fn embedded_v4(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else {
+        return None;
+    };
+    let [a, b, c, d, e, f, _, _] = v6.segments();
+    let compatible = [a, b, c, d, e, f] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
+    let nat64 = [a, b, c, d, e, f] == [0x64, 0xff9b, 0, 0, 0, 0];
+    let [.., w, x, y, z] = v6.octets();
+    (compatible || nat64).then(|| std::net::Ipv4Addr::new(w, x, y, z))
 }
 
 /// An IP network such as `10.0.0.0/8` or `fd00::/8`.
@@ -206,10 +223,25 @@ mod tests {
     #[test]
     fn the_default_policy_keeps_out_link_local_only() {
         let policy = AddressPolicy::default();
-        for ok in ["10.0.0.5", "127.0.0.1", "8.8.8.8", "::1", "fd00::1"] {
+        for ok in [
+            "10.0.0.5",
+            "127.0.0.1",
+            "8.8.8.8",
+            "::1",
+            "fd00::1",
+            "64:ff9b::a00:5",
+        ] {
             assert!(policy.permits(ok.parse().unwrap()), "{ok}");
         }
-        for bad in ["169.254.169.254", "fe80::1", "::ffff:169.254.169.254"] {
+        let embedding = [
+            "::169.254.169.254",
+            "::a9fe:a9fe",
+            "64:ff9b::169.254.169.254",
+        ];
+        for bad in ["169.254.169.254", "fe80::1", "::ffff:169.254.169.254"]
+            .into_iter()
+            .chain(embedding)
+        {
             assert!(!policy.permits(bad.parse().unwrap()), "{bad}");
         }
         let private = AddressPolicy::allowing(vec![cidr("10.0.0.0/8")]);
