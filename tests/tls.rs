@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gateway_testkit::client::kept_alive;
 use gateway_testkit::tempdir::TempDir;
 use gateway_testkit::{backend, gateway};
 use http::{Request, StatusCode, Version};
@@ -137,4 +138,28 @@ async fn tls_serves_both_protocols_and_follows_certificate_renewals() {
         .await;
     let (status, _, presented) = get(gw.addr(), &second, &[b"http/1.1"], "/service/demo/").await;
     assert_eq!((status, presented), (StatusCode::OK, second));
+}
+
+#[tokio::test]
+async fn over_tls_a_connection_beyond_the_cap_is_closed_without_a_plain_text_answer() {
+    let dir = TempDir::new("tls");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (cert, key, _) = certificate("capped");
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let gw = gateway(BIN)
+        .env("ROUTER__HTTP__MAX_CONNECTIONS", "1")
+        .env("ROUTER__WEBSERVER__TLS_CERT", cert_path.to_str().unwrap())
+        .env("ROUTER__WEBSERVER__TLS_KEY", key_path.to_str().unwrap())
+        .start_tls()
+        .await;
+    // Accepted first, it holds the one place while its handshake is awaited.
+    let _held = TcpStream::connect(gw.addr()).await.unwrap();
+    let mut extra = kept_alive(gw.addr()).await.unwrap();
+    assert!(
+        extra.closed_within(Duration::from_secs(5)).await,
+        "closed at once, with nothing written"
+    );
+    gw.wait_for_log("client connections at the cap", Duration::from_secs(5))
+        .await;
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`backend`]: upstream apps on `127.0.0.1:0` (echo, byte source, SSE, slow, silent,
 //!   fixed raw answers, WebSocket echo) that record what reached them.
-//! - [`client`]: HTTP/1.1, h2c, raw TCP and WebSocket clients.
+//! - [`client`]: HTTP/1.1, h2c, raw TCP and WebSocket clients, and hand-spoken keep-alive
+//!   connections by the thousand.
 //! - [`process`]: the built gateway binary as a child process, with its logs and `/proc`.
 //! - [`wait`]: polling a condition with a deadline.
 //!
