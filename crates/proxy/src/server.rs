@@ -138,6 +138,7 @@ impl Server {
         });
     }
 
+    /// Refuses `stream`; over TLS without an answer, which the client could not read.
     fn refuse(&self, stream: tokio::net::TcpStream, why: Refusal) {
         self.limit.refuse(stream, why, self.tls.is_none());
     }
