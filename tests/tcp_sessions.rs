@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use gateway_testkit::backend::tcp_echo;
 use gateway_testkit::clearml::{FakeClearml, task};
+use gateway_testkit::client::tcp_round_trip;
 use gateway_testkit::gateway;
-use gateway_testkit::process::{GatewayCommand, GatewayProcess};
+use gateway_testkit::process::{GatewayCommand, GatewayProcess, free_range};
 use gateway_testkit::wait::eventually;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,27 +16,8 @@ use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clearml-gateway");
 
-/// A range of `size` ports free now.
-fn free_range(size: u16) -> RangeInclusive<u16> {
-    loop {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let start = probe.local_addr().unwrap().port();
-        drop(probe);
-        let Some(end) = start.checked_add(size - 1) else {
-            continue;
-        };
-        if (start..=end).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return start..=end;
-        }
-    }
-}
-
 fn with_sessions(server: &FakeClearml, range: &RangeInclusive<u16>) -> GatewayCommand {
-    gateway(BIN)
-        .clearml(server)
-        .env("TCP_ROUTER_ADDRESS", "127.0.0.1")
-        .env("TCP_PORT_START", range.start().to_string())
-        .env("TCP_PORT_END", range.end().to_string())
+    gateway(BIN).clearml(server).tcp_sessions(range)
 }
 
 /// The session port written to the task, once it is.
@@ -59,17 +41,6 @@ async fn session_port(server: &FakeClearml, task: &str, gw: &GatewayProcess) -> 
     port.as_u64()
         .map(|p| p as u16)
         .unwrap_or_else(|| panic!("port {port}"))
-}
-
-async fn echo_through(port: u16, message: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect to the session port");
-    stream.write_all(message).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).await.unwrap();
-    back
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +73,10 @@ async fn sdk_and_clearml_session_tasks_get_ports_that_reach_them() {
             runtime["_SERVICE"], "EXTERNAL_TCP",
             "the task's own keys stay"
         );
-        assert_eq!(echo_through(port, b"ssh-ish bytes").await, b"ssh-ish bytes");
+        assert_eq!(
+            tcp_round_trip(port, b"ssh-ish bytes").await,
+            b"ssh-ish bytes"
+        );
     }
     gw.wait_for_log("tcp session closed", Duration::from_secs(5))
         .await;
@@ -153,7 +127,7 @@ async fn a_restarted_gateway_gives_a_task_its_port_back() {
     .await;
     assert!(reopened, "{}", gw.logs());
     assert_eq!(session_port(&server, &id, &gw).await, port);
-    assert_eq!(echo_through(port, b"again").await, b"again");
+    assert_eq!(tcp_round_trip(port, b"again").await, b"again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +184,7 @@ async fn two_ports_for_three_tasks_then_the_third_gets_one_when_a_task_stops() {
     assert!(got_port, "{:?}\n{}", server.runtime(&waiting), gw.logs());
     let port = session_port(&server, &waiting, &gw).await;
     assert_eq!(port, freed, "the freed port is the only one");
-    assert_eq!(echo_through(port, b"finally").await, b"finally");
+    assert_eq!(tcp_round_trip(port, b"finally").await, b"finally");
 }
 
 #[tokio::test]
@@ -249,7 +223,7 @@ async fn standalone_tcp_entries_listen_and_forward() {
         echo.addr().port()
     );
     let gw = gateway(BIN).routes_toml(routes).start().await;
-    assert_eq!(echo_through(port, b"standalone").await, b"standalone");
+    assert_eq!(tcp_round_trip(port, b"standalone").await, b"standalone");
     assert!(gw.logs().contains("tcp_ports=1"), "{}", gw.logs());
 }
 
@@ -286,7 +260,9 @@ async fn ten_mib_each_way_half_close_and_200_connections_through_an_allocated_po
 
     let clients: Vec<_> = (0..200u32)
         .map(|i| {
-            tokio::spawn(async move { echo_through(port, format!("client {i}").as_bytes()).await })
+            tokio::spawn(
+                async move { tcp_round_trip(port, format!("client {i}").as_bytes()).await },
+            )
         })
         .collect();
     for (i, client) in clients.into_iter().enumerate() {

@@ -50,7 +50,7 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, String>, EnvFileError> {
 
 /// Parses env-file text; `environment` answers for names the file has not set. On error,
 /// the 1-based line number and the problem.
-fn parse(
+pub(super) fn parse(
     text: &str,
     environment: impl Fn(&str) -> Option<String>,
 ) -> Result<BTreeMap<String, String>, (usize, String)> {
@@ -59,14 +59,16 @@ fn parse(
     let mut index = 0;
     while index < lines.len() {
         let number = index + 1;
-        let line = lines[index].trim();
+        // Only the start: a quoted value may run on to later lines, keeping the white space
+        // before each line break.
+        let line = lines[index].trim_start();
         index += 1;
-        if line.is_empty() || line.starts_with('#') {
+        if line.trim_end().is_empty() || line.starts_with('#') {
             continue;
         }
         let line = line.strip_prefix("export ").map_or(line, str::trim_start);
         let Some((key, rest)) = line.split_once('=') else {
-            check_key(line).map_err(|problem| (number, problem))?;
+            check_key(line.trim_end()).map_err(|problem| (number, problem))?;
             continue;
         };
         let key = key.trim();
@@ -265,6 +267,8 @@ E=$HOME/$$A \\$A
 F=\"multi
 line\"
 G=a#b
+H='ends with a tab\t
+and goes on'
 ";
         let vars = parse_alone(text).unwrap();
         assert_eq!(vars["B"], "one two\n#not a comment");
@@ -273,6 +277,7 @@ G=a#b
         assert_eq!(vars["E"], "/root/$A $A");
         assert_eq!(vars["F"], "multi\nline");
         assert_eq!(vars["G"], "a#b");
+        assert_eq!(vars["H"], "ends with a tab\t\nand goes on");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! reads the standalone routes file.
 
 pub mod env_file;
+#[cfg(test)]
+mod fuzz;
 mod raw;
 pub mod routes_file;
 mod show;

@@ -90,7 +90,7 @@ pub fn load(path: &Path) -> Result<Routes, RoutesFileError> {
 }
 
 /// Parses routes-file text; on error, where in the text and what.
-fn parse(text: &str) -> Result<Routes, (Range<usize>, String)> {
+pub(super) fn parse(text: &str) -> Result<Routes, (Range<usize>, String)> {
     let shape: FileShape = toml::from_str(text)
         .map_err(|err| (err.span().unwrap_or(0..0), err.message().trim().to_owned()))?;
     let tcp = tcp_entries(text, shape.tcp)?;
@@ -166,15 +166,20 @@ fn route_entries(
         }
         let upstream = Upstream::parse_url(entry.upstream.get_ref())
             .map_err(|err| (entry.upstream.span(), format!("upstream: {err}")))?;
-        let route =
-            Route::new(id, upstream).ok_or_else(|| (id_span.clone(), "invalid id".into()))?;
+        let route = Route::new(id, upstream).ok_or_else(|| {
+            let why = format!(
+                "route id {id:?}: a \"__\" must have a task id before it and a name after it"
+            );
+            (id_span.clone(), why)
+        })?;
         seen.insert(id.clone(), id_span);
         routes.push(route);
     }
     Ok(RouteTable::new(routes))
 }
 
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+/// The 1-based line and column of byte `offset` in `text`.
+pub(super) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -243,6 +248,10 @@ upstream = "127.0.0.1:22"
                 "[[route]]\nid = \"a\"\nupstream = \"http://x:1\"\n\n[[route]]\nid = \"a\"\nupstream = \"http://x:2\"\n"
             ),
             "6:6: route id \"a\" is already used on line 2"
+        );
+        assert_eq!(
+            error_of("[[route]]\nid = \"abc__\"\nupstream = \"http://x:1\"\n"),
+            "2:6: route id \"abc__\": a \"__\" must have a task id before it and a name after it"
         );
         assert!(error_of("[[route]]\nid = \"a\"\n").starts_with("1:1: missing field `upstream`"));
         assert!(

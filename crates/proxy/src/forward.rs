@@ -123,7 +123,11 @@ pub(crate) async fn forward(
     // must not turn the client's keep-alive connection into one that closes.
     *response.version_mut() = Version::HTTP_11;
     // After a `101` the connection belongs to the tunnel, never to the pool.
-    Ok((response, (!switching).then_some(lease)))
+    if switching {
+        lease.hand_over();
+        return Ok((response, None));
+    }
+    Ok((response, Some(lease)))
 }
 
 /// Rewrites the client's request into the upstream's: target, version, headers, body.

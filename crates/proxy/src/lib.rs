@@ -27,6 +27,8 @@ pub mod body;
 mod conn;
 pub mod error;
 mod forward;
+#[cfg(test)]
+mod fuzz;
 pub mod gateway;
 mod headers;
 mod limit;

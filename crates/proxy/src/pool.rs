@@ -33,7 +33,23 @@ pub enum UpstreamError {
     Exchange(#[from] hyper::Error),
 }
 
-type Sender = SendRequest<RequestBody>;
+/// The sending half of one upstream connection. Dropping it closes the connection, even
+/// in the middle of an exchange: hyper would otherwise keep writing a request body to an
+/// app that stopped reading it, holding the connection, the client's body and its
+/// connection for as long as the app stays up.
+struct Sender {
+    send: SendRequest<RequestBody>,
+    /// The task driving the connection; `None` once it is handed over to a tunnel.
+    connection: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.abort();
+        }
+    }
+}
 
 struct Idle {
     sender: Sender,
@@ -108,7 +124,7 @@ impl UpstreamPool {
         mut request: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         if let Some(mut sender) = self.checkout(authority) {
-            match sender.try_send_request(request).await {
+            match sender.send.try_send_request(request).await {
                 Ok(response) => return Ok((response, self.lease(sender, authority))),
                 // The app closed the kept-alive connection before it took the request:
                 // the request is untouched, so it goes on a new connection.
@@ -119,7 +135,7 @@ impl UpstreamPool {
             }
         }
         let mut sender = self.connect(authority).await?;
-        let response = sender.send_request(request).await?;
+        let response = sender.send.send_request(request).await?;
         Ok((response, self.lease(sender, authority)))
     }
 
@@ -128,7 +144,7 @@ impl UpstreamPool {
         let mut idle = self.idle();
         let list = idle.get_mut(authority)?;
         while let Some(entry) = list.pop() {
-            if entry.sender.is_ready() && entry.since.elapsed() < self.idle_timeout {
+            if entry.sender.send.is_ready() && entry.since.elapsed() < self.idle_timeout {
                 return Some(entry.sender);
             }
         }
@@ -148,14 +164,19 @@ impl UpstreamPool {
             .call(uri)
             .await
             .map_err(|err| UpstreamError::Connect(Box::new(err)))?;
-        let (mut sender, connection) = http1::handshake(stream)
+        let (send, connection) = http1::handshake(stream)
             .await
             .map_err(|err| UpstreamError::Connect(Box::new(err)))?;
         // The connection's own errors reach the exchange through the sender.
-        tokio::spawn(async move {
+        let connection = tokio::spawn(async move {
             let _ = connection.with_upgrades().await;
         });
+        let mut sender = Sender {
+            send,
+            connection: Some(connection.abort_handle()),
+        };
         sender
+            .send
             .ready()
             .await
             .map_err(|err| UpstreamError::Connect(Box::new(err)))?;
@@ -198,7 +219,7 @@ async fn sweep(pool: Weak<UpstreamPool>) {
         let Some(pool) = pool.upgrade() else { return };
         let timeout = pool.idle_timeout;
         pool.idle().retain(|_, list| {
-            list.retain(|entry| entry.since.elapsed() < timeout && !entry.sender.is_closed());
+            list.retain(|entry| entry.since.elapsed() < timeout && !entry.sender.send.is_closed());
             !list.is_empty()
         });
     }
@@ -231,16 +252,27 @@ impl Lease {
         let (Some(mut sender), Some(pool)) = (sender, pool.upgrade()) else {
             return;
         };
-        if sender.is_ready() {
+        if sender.send.is_ready() {
             pool.put_back(authority, sender);
-        } else if !sender.is_closed() {
-            // The connection has not yet seen the end of the response it delivered; it
-            // will in a moment (or close, which `ready` reports).
+        } else if !sender.send.is_closed() {
+            // The connection has not yet seen the end of the exchange (the response came
+            // before the request body was sent whole); it will in a moment, or close, which
+            // `ready` reports. An app that never reads the rest has it closed.
+            let wait = pool.idle_timeout;
             tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
+                if let Ok(Ok(())) = tokio::time::timeout(wait, sender.send.ready()).await {
                     pool.put_back(authority, sender);
                 }
             });
+        }
+    }
+
+    /// The exchange switched protocols: the connection is the tunnel's from now on, so it
+    /// is neither closed nor pooled.
+    pub(crate) fn hand_over(mut self) {
+        if let Some(sender) = self.sender.as_mut() {
+            // Left running, the connection task finishes the upgrade and ends.
+            sender.connection = None;
         }
     }
 }

@@ -82,30 +82,50 @@ fn contains_encoded_slash(segment: &str) -> bool {
         .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] == b'f' || w[2] == b'F'))
 }
 
-/// Whether any `/`-separated segment is `.` or `..`, where `%2e` counts as a dot and a
-/// `;parameter` is ignored (`..;x`, as Tomcat and Jetty read it): an upstream that decodes
-/// before it resolves would otherwise climb out of its prefix.
+/// Whether any segment is `.` or `..`, where `%2e` counts as a dot, a `;parameter` is
+/// ignored (`..;x`, as Tomcat and Jetty read it), and segments are also separated by `%2f`,
+/// `\` and `%5c` (`..%2f`, `..\`): an upstream that decodes, or reads `\` as `/`, before it
+/// resolves would otherwise climb out of its prefix.
 fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|segment| {
         let segment = segment.split_once(';').map_or(segment, |(name, _)| name);
-        let mut dots = 0;
+        // Dots in the part read so far; `None` once it holds anything else.
+        let mut dots = Some(0u8);
         let mut rest = segment.as_bytes();
-        while !rest.is_empty() {
-            if rest[0] == b'.' {
-                rest = &rest[1..];
-            } else if rest.len() >= 3
-                && rest[0] == b'%'
-                && rest[1] == b'2'
-                && (rest[2] | 0x20) == b'e'
-            {
-                rest = &rest[3..];
-            } else {
-                return false;
+        loop {
+            let (unit, tail) = next_unit(rest);
+            match unit {
+                Unit::Dot => dots = dots.map(|d| d.saturating_add(1)),
+                Unit::Other => dots = None,
+                Unit::Separator | Unit::End if matches!(dots, Some(1 | 2)) => return true,
+                Unit::Separator => dots = Some(0),
+                Unit::End => return false,
             }
-            dots += 1;
+            rest = tail;
         }
-        dots == 1 || dots == 2
     })
+}
+
+/// What a path byte, or a percent-escape, stands for when looking for dot segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Dot,
+    Separator,
+    Other,
+    End,
+}
+
+/// The first unit of `path` and what follows it.
+fn next_unit(path: &[u8]) -> (Unit, &[u8]) {
+    match path {
+        [] => (Unit::End, path),
+        [b'.', rest @ ..] => (Unit::Dot, rest),
+        [b'\\', rest @ ..] => (Unit::Separator, rest),
+        [b'%', b'2', e, rest @ ..] if e | 0x20 == b'e' => (Unit::Dot, rest),
+        [b'%', b'2', f, rest @ ..] if f | 0x20 == b'f' => (Unit::Separator, rest),
+        [b'%', b'5', c, rest @ ..] if c | 0x20 == b'c' => (Unit::Separator, rest),
+        [_, rest @ ..] => (Unit::Other, rest),
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +154,11 @@ mod tests {
         assert_eq!(
             Target::parse("/service/abc/a.b/...//.x"),
             service("abc", "/a.b/...//.x")
+        );
+        assert_eq!(
+            Target::parse("/service/abc/api/contents/dir%2Ffile.ipynb"),
+            service("abc", "/api/contents/dir%2Ffile.ipynb"),
+            "an encoded '/' in the forwarded path is the app's business"
         );
         assert_eq!(
             Target::parse("/service/abc"),
@@ -176,6 +201,11 @@ mod tests {
             "/service/abc/%2e",
             "/service/abc/.%2e/",
             "/service/abc/..;jsessionid=1/x",
+            "/service/abc/..%2fx",
+            "/service/abc/x%2F%2e%2e%2Fy",
+            "/service/abc/..\\x",
+            "/service/abc/x\\.",
+            "/service/abc/x%5c..%5Cy",
         ] {
             assert_eq!(Target::parse(path), Err(TargetError::DotSegment), "{path}");
         }

@@ -17,6 +17,8 @@
 //! is `gateway_proxy`'s.
 
 pub mod endpoints;
+#[cfg(test)]
+mod fuzz;
 mod memory;
 mod metrics;
 pub mod plan;

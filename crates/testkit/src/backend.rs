@@ -17,11 +17,17 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake;
+
+mod raw;
+
+pub use raw::{
+    RawBackend, ResetAt, Unaccepting, deaf, early_answer, fixed, resetting, silent, unaccepting,
+};
 
 /// The body type backends answer with.
 pub type BackendBody = BoxBody<Bytes, Infallible>;
@@ -41,6 +47,7 @@ pub struct SeenRequest {
 struct Record {
     seen: Mutex<Vec<SeenRequest>>,
     connections: AtomicUsize,
+    open: AtomicUsize,
 }
 
 /// A running backend; stops when dropped.
@@ -74,9 +81,11 @@ impl Backend {
                     continue;
                 };
                 task_record.connections.fetch_add(1, Ordering::SeqCst);
+                task_record.open.fetch_add(1, Ordering::SeqCst);
                 let record = Arc::clone(&task_record);
                 let handler = Arc::clone(&handler);
                 tokio::spawn(async move {
+                    let open = Arc::clone(&record);
                     let service = service_fn(move |req: Request<Incoming>| {
                         record.seen.lock().expect("record").push(SeenRequest {
                             method: req.method().clone(),
@@ -89,6 +98,7 @@ impl Backend {
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
+                    open.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -113,6 +123,12 @@ impl Backend {
     /// How many TCP connections were accepted.
     pub fn connections(&self) -> usize {
         self.record.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many of them are still open: a connection the client closed (or reset) is
+    /// counted out as soon as the server notices, even in the middle of a response.
+    pub fn open_connections(&self) -> usize {
+        self.record.open.load(Ordering::SeqCst)
     }
 }
 
@@ -211,15 +227,39 @@ pub async fn sse(gate: Arc<Notify>) -> Backend {
                     .send_data(Bytes::from_static(b"data: second\n\n"))
                     .await;
             });
-            let mut response = Response::new(body.boxed());
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/event-stream"),
-            );
-            response
+            event_stream(body)
         }
     })
     .await
+}
+
+/// An endless server-sent-events stream, `data: tick N` every `interval`, as a model
+/// streaming tokens: it stops only when the client's side of the connection is gone.
+pub async fn ticker(interval: Duration) -> Backend {
+    Backend::start(move |_req| async move {
+        let (mut sender, body) = Channel::<Bytes, Infallible>::new(1);
+        tokio::spawn(async move {
+            for n in 0u64.. {
+                let event = Bytes::from(format!("data: tick {n}\n\n"));
+                if sender.send_data(event).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+        event_stream(body)
+    })
+    .await
+}
+
+/// A `200 text/event-stream` response streaming `body`.
+fn event_stream(body: Channel<Bytes, Infallible>) -> Response<BackendBody> {
+    let mut response = Response::new(body.boxed());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    response
 }
 
 /// Answers `200 slow` after `delay`.
@@ -231,114 +271,26 @@ pub async fn slow(delay: Duration) -> Backend {
     .await
 }
 
-/// A raw TCP service; stops when dropped.
-pub struct RawBackend {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<u8>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for RawBackend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl RawBackend {
-    /// `http://127.0.0.1:port`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Every byte received so far, over all connections.
-    pub fn received(&self) -> String {
-        String::from_utf8_lossy(&self.received.lock().expect("record")).into_owned()
-    }
-}
-
-/// Accepts connections, reads what comes, and never answers.
-pub async fn silent() -> RawBackend {
-    raw(None).await
-}
-
-/// Reads a request head, then writes `response` byte for byte and closes.
-pub async fn fixed(response: &'static [u8]) -> RawBackend {
-    raw(Some(response)).await
-}
-
-async fn raw(response: Option<&'static [u8]>) -> RawBackend {
-    let listener = bind().await;
-    let addr = listener.local_addr().expect("backend address");
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let record = Arc::clone(&received);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let record = Arc::clone(&record);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 16 * 1024];
-                loop {
-                    let Ok(n) = stream.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    let head_done = {
-                        let mut seen = record.lock().expect("record");
-                        seen.extend_from_slice(&buf[..n]);
-                        seen.windows(4).any(|w| w == b"\r\n\r\n")
-                    };
-                    if let (Some(response), true) = (response, head_done) {
-                        let _ = stream.write_all(response).await;
-                        let _ = stream.shutdown().await;
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    RawBackend {
-        addr,
-        received,
-        task,
-    }
-}
-
 /// A WebSocket server that echoes every text and binary message and answers a close.
 /// Returns the backend and the request paths its handshakes saw.
 pub async fn websocket_echo() -> (RawBackend, Arc<Mutex<Vec<String>>>) {
-    let listener = bind().await;
-    let addr = listener.local_addr().expect("backend address");
     let paths = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&paths);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    let backend = RawBackend::spawn(move |stream, _| {
+        let callback = RecordPath(Arc::clone(&record));
+        async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                return;
             };
-            let record = Arc::clone(&record);
-            tokio::spawn(async move {
-                let callback = RecordPath(record);
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+            while let Some(Ok(message)) = ws.next().await {
+                let echo = message.is_text() || message.is_binary();
+                if echo && ws.send(message).await.is_err() {
                     return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    let echo = message.is_text() || message.is_binary();
-                    if echo && ws.send(message).await.is_err() {
-                        return;
-                    }
                 }
-            });
+            }
         }
-    });
-    let backend = RawBackend {
-        addr,
-        received: Arc::default(),
-        task,
-    };
+    })
+    .await;
     (backend, paths)
 }
 
@@ -356,38 +308,6 @@ impl handshake::server::Callback for RecordPath {
             .expect("record")
             .push(request.uri().to_string());
         Ok(response)
-    }
-}
-
-/// A port whose listen queue is full: connections to it neither succeed nor fail, so a
-/// connect attempt runs into its timeout. Dropped, it closes.
-pub struct Unaccepting {
-    addr: SocketAddr,
-    _listener: std::net::TcpListener,
-    _queued: std::net::TcpStream,
-}
-
-impl Unaccepting {
-    /// `http://127.0.0.1:port`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-/// A listener with a backlog of 0 that never accepts, its one queue slot already taken.
-pub fn unaccepting() -> Unaccepting {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    socket.bind(&any.into()).expect("bind");
-    socket.listen(0).expect("listen");
-    let listener: std::net::TcpListener = socket.into();
-    let addr = listener.local_addr().expect("address");
-    let queued = std::net::TcpStream::connect(addr).expect("fill the listen queue");
-    Unaccepting {
-        addr,
-        _listener: listener,
-        _queued: queued,
     }
 }
 

@@ -207,6 +207,19 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&received).into_owned()
 }
 
+/// Connects to `port` of 127.0.0.1 (a TCP session port, say), writes `message`, shuts its
+/// side down, and returns everything read back until the other side closes.
+pub async fn tcp_round_trip(port: u16, message: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the port");
+    stream.write_all(message).await.expect("write");
+    stream.shutdown().await.expect("shut down the write side");
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).await.expect("read back");
+    back
+}
+
 /// Opens a WebSocket to `path` on `addr`.
 pub async fn websocket(addr: SocketAddr, path: &str) -> WebSocketStream<TcpStream> {
     let stream = TcpStream::connect(addr).await.expect("connect");

@@ -55,6 +55,14 @@ impl GatewayCommand {
             .env("CLEARML_API_SECRET_KEY", GATEWAY_SECRET_KEY)
     }
 
+    /// Serves TCP sessions on the ports of `range`, telling tasks to reach them at
+    /// 127.0.0.1.
+    pub fn tcp_sessions(self, range: &std::ops::RangeInclusive<u16>) -> Self {
+        self.env("TCP_ROUTER_ADDRESS", "127.0.0.1")
+            .env("TCP_PORT_START", range.start().to_string())
+            .env("TCP_PORT_END", range.end().to_string())
+    }
+
     /// Sets an environment variable of the process.
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
         self.env.push((name.to_owned(), value.into()));
@@ -214,6 +222,19 @@ pub fn routes_toml(routes: &[(String, String)]) -> String {
         .collect()
 }
 
+/// A range of `size` ports of 127.0.0.1 free now (for TCP session ranges).
+pub fn free_range(size: u16) -> std::ops::RangeInclusive<u16> {
+    loop {
+        let start = free_port().port();
+        let Some(end) = start.checked_add(size - 1) else {
+            continue;
+        };
+        if (start..=end).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return start..=end;
+        }
+    }
+}
+
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("find a free port");
     listener.local_addr().expect("local address")
@@ -319,6 +340,55 @@ impl GatewayProcess {
         status
     }
 
+    /// How many file descriptors it has open (`/proc/<pid>/fd`): sockets, files, pipes.
+    pub fn open_fds(&self) -> usize {
+        let dir = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|err| panic!("read {dir}: {err}"))
+            .count()
+    }
+
+    /// How many client connections it holds open: its sockets on its listening port, other
+    /// than the listener (read from `/proc/<pid>/fd` and `/proc/<pid>/net/tcp`).
+    pub fn client_connections(&self) -> usize {
+        let pid = self.pid();
+        let sockets: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_string_lossy().into_owned();
+                    Some(
+                        target
+                            .strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_owned(),
+                    )
+                })
+                .collect();
+        let port = format!(":{:04X}", self.addr.port());
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+        table
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| fields.len() > 9 && sockets.contains(fields[9]))
+            .filter(|fields| fields[1].ends_with(&port) && fields[3] != "0A")
+            .count()
+    }
+
+    /// Its open file descriptors once it holds no client connection (the start-up health
+    /// probe's is gone): the baseline to find a leak against.
+    pub async fn idle_fds(&self) -> usize {
+        let idle = eventually(Duration::from_secs(5), || async {
+            self.client_connections() == 0
+        })
+        .await;
+        assert!(idle, "client connections stay open:\n{}", self.logs());
+        self.open_fds()
+    }
+
     /// Its peak resident memory (`VmHWM` of `/proc/<pid>/status`), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
         proc_status_kib(self.pid(), "VmHWM:") * 1024
@@ -327,13 +397,6 @@ impl GatewayProcess {
     /// Its current resident memory (`VmRSS`), in bytes.
     pub fn rss_bytes(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:") * 1024
-    }
-
-    /// The file descriptors it has open (entries of `/proc/<pid>/fd`).
-    pub fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("read /proc/<pid>/fd")
-            .count()
     }
 
     /// Its soft open-file limit, from `/proc/<pid>/limits`.
@@ -352,31 +415,17 @@ impl GatewayProcess {
     }
 
     /// The value of the sample `name` (labels included) on `/_gateway/metrics`; panics
-    /// when the page lacks it.
+    /// when the page is not served or lacks it.
     pub async fn metric(&self, name: &str) -> f64 {
-        self.try_metric(name)
+        let mut connection = kept_alive(self.addr).await.expect("connect");
+        let page = connection
+            .get("/_gateway/metrics")
             .await
-            .unwrap_or_else(|| panic!("no sample {name} on the metrics page"))
-    }
-
-    /// The value of the sample `name`, or `None` when the page lacks it or is not served
-    /// (the gateway refuses the connection at its cap, say).
-    pub async fn try_metric(&self, name: &str) -> Option<f64> {
-        let mut connection = kept_alive(self.addr).await.ok()?;
-        let page = connection.get("/_gateway/metrics").await.ok()?;
-        String::from_utf8_lossy(&page.body)
-            .lines()
+            .expect("the metrics page");
+        let text = String::from_utf8_lossy(&page.body);
+        text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    /// Waits until the gateway counts only the connection that asks as open: the ones
-    /// earlier steps (the start's health probe) made are closed.
-    pub async fn wait_connections_closed(&self, timeout: Duration) {
-        let closed = eventually(timeout, || async {
-            self.try_metric("clearml_gateway_open_connections").await == Some(1.0)
-        })
-        .await;
-        assert!(closed, "client connections stayed open");
+            .unwrap_or_else(|| panic!("no sample {name} on the metrics page:\n{text}"))
     }
 }
 

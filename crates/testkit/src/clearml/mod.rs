@@ -32,12 +32,15 @@ pub const GATEWAY_SECRET_KEY: &str = "gateway-secret-key";
 pub struct FakeClearml {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    task: JoinHandle<()>,
+    /// `None` while it is down.
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for FakeClearml {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
     }
 }
 
@@ -174,6 +177,28 @@ impl FakeClearml {
         self.state().delay = delay;
     }
 
+    /// Goes down as a crashed server does: its port closes (connecting is refused) and
+    /// every open connection is closed. The data stays for [`come_back`](Self::come_back).
+    pub async fn go_down(&self) {
+        let task = self.task.lock().expect("fake ClearML task").take();
+        if let Some(task) = task {
+            task.abort();
+            // Aborted means dropped only once the task has seen it: wait for the port.
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port, with the same users, tasks and tokens.
+    pub async fn come_back(&self) {
+        let (_, task) = server::serve(Arc::clone(&self.state), self.addr)
+            .await
+            .expect("bind the fake ClearML's port again");
+        let previous = self.task.lock().expect("fake ClearML task").replace(task);
+        if let Some(previous) = previous {
+            previous.abort();
+        }
+    }
+
     /// How many calls reached `endpoint` (e.g. `"tasks.get_all"`).
     pub fn calls(&self, endpoint: &str) -> usize {
         self.state().calls.get(endpoint).copied().unwrap_or(0)
@@ -234,7 +259,11 @@ impl FakeClearmlBuilder {
             self.token_lifetime,
         )));
         let (addr, task) = server::serve(Arc::clone(&state), self.addr).await?;
-        Ok(FakeClearml { addr, state, task })
+        Ok(FakeClearml {
+            addr,
+            state,
+            task: Mutex::new(Some(task)),
+        })
     }
 }
 

@@ -8,19 +8,21 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::channel::Channel;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::handlers::{self, ApiError, Caller};
 use super::jwt;
 use super::state::{Fault, State};
 
-/// Starts serving on `addr` (port 0 for a fresh one).
+/// Starts serving on `addr` (port 0 for a fresh one). Aborting the returned task closes
+/// the port and every connection it accepted, as a server that went down.
 pub async fn serve(
     state: Arc<Mutex<State>>,
     addr: SocketAddr,
@@ -28,12 +30,15 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
+        // Owned here, so that the connections end with the server.
+        let mut connections = JoinSet::new();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            while connections.try_join_next().is_some() {}
             let state = Arc::clone(&state);
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let service = service_fn(move |req| answer(Arc::clone(&state), req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -42,6 +47,38 @@ pub async fn serve(
         }
     });
     Ok((addr, task))
+}
+
+/// What the server answers with: a whole body, or one cut off on purpose.
+type AnswerBody = Either<Full<Bytes>, Channel<Bytes, Dropped>>;
+
+/// The first bytes of a real envelope, and nothing after them.
+const ENVELOPE_START: &str = r#"{"meta":{"id":"0","trx":"0","result_code":200,"result_subcode":0,"result_msg":"OK"},"data":{"tasks":[{"id":"#;
+
+/// [`ENVELOPE_START`] announced as 4 KiB of JSON, then the connection closes: the body
+/// ends in an error once its first part has been sent, so hyper drops the connection
+/// short of the `Content-Length` it announced.
+fn cut_short() -> Response<AnswerBody> {
+    let (mut sender, body) = Channel::new(1);
+    tokio::spawn(async move {
+        let _ = sender
+            .send_data(Bytes::from_static(ENVELOPE_START.as_bytes()))
+            .await;
+        // Long enough for the head and the first part to be written out.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        sender.abort(Dropped);
+    });
+    let mut response = Response::new(Either::Right(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from_static("4096"),
+    );
+    response
 }
 
 /// A refusal to answer at all: hyper closes the connection without a response.
@@ -59,7 +96,7 @@ impl std::error::Error for Dropped {}
 async fn answer(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Dropped> {
+) -> Result<Response<AnswerBody>, Dropped> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -68,7 +105,7 @@ async fn answer(
         .unwrap_or_default();
     let Some((version, endpoint)) = parse_path(parts.uri.path()) else {
         let error = ApiError::new(400, 0, format!("Invalid request path {}", parts.uri.path()));
-        return Ok(envelope("", None, Err(error), "2.31"));
+        return Ok(envelope("", None, Err(error), "2.31").map(Either::Left));
     };
     let (delay, fault, api_version) = {
         let mut state = state.lock().expect("fake ClearML state");
@@ -78,39 +115,65 @@ async fn answer(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    match fault {
+    let call = Call {
+        endpoint,
+        version,
+        api_version,
+    };
+    let whole = match fault {
         Some(Fault::Drop) => return Err(Dropped),
-        Some(Fault::Garbage) => return Ok(html(StatusCode::OK, "<html>not the API</html>")),
+        Some(Fault::CutMidAnswer) => return Ok(cut_short()),
+        Some(Fault::Garbage) => raw("text/html", "<html>not the API</html>"),
+        Some(Fault::InvalidJson) => raw("application/json", ENVELOPE_START),
         Some(Fault::Refusal(code, subcode)) => {
             let error = ApiError::new(
                 code,
                 subcode,
                 "unauthorized (not authorized for endpoint)".to_owned(),
             );
-            return Ok(envelope(&endpoint, version, Err(error), &api_version));
+            call.envelope(Err(error))
         }
         Some(Fault::Status(code)) => {
             let error = ApiError::new(code, 0, "general server error".to_owned());
-            return Ok(envelope(&endpoint, version, Err(error), &api_version));
+            call.envelope(Err(error))
         }
-        None => {}
+        None => handle(&state, call, &parts.headers, &body),
+    };
+    Ok(whole.map(Either::Left))
+}
+
+/// The endpoint a call named, and the API versions it asked for and the server has.
+struct Call {
+    endpoint: String,
+    version: Option<String>,
+    api_version: String,
+}
+
+impl Call {
+    fn envelope(self, result: Result<Value, ApiError>) -> Response<Full<Bytes>> {
+        envelope(&self.endpoint, self.version, result, &self.api_version)
     }
+}
+
+/// A call without a fault: recorded, authenticated and handled.
+fn handle(
+    state: &Mutex<State>,
+    call: Call,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
     let data = if body.iter().all(u8::is_ascii_whitespace) {
         Ok(json!({}))
     } else {
-        serde_json::from_slice::<Value>(&body)
+        serde_json::from_slice::<Value>(body)
             .map_err(|e| ApiError::new(400, 12, format!("validation error: invalid JSON: {e}")))
     };
     let mut state = state.lock().expect("fake ClearML state");
+    let endpoint = call.endpoint.clone();
     if !handlers::exists(&state, &endpoint) {
-        let requested = version.clone().unwrap_or_else(|| api_version.clone());
+        let requested = call.version.as_ref().unwrap_or(&call.api_version);
         let msg = format!("Unable to find endpoint for name {endpoint} and version {requested}");
-        return Ok(envelope(
-            &endpoint,
-            version,
-            Err(ApiError::new(404, 0, msg)),
-            &api_version,
-        ));
+        return call.envelope(Err(ApiError::new(404, 0, msg)));
     }
     if let Ok(body) = &data {
         if state.requests.len() == 10_000 {
@@ -119,10 +182,10 @@ async fn answer(
         state.requests.push_back((endpoint.clone(), body.clone()));
     }
     let result = data.and_then(|data| {
-        let caller = authenticate(&state, &endpoint, parts.headers.get("authorization"))?;
+        let caller = authenticate(&state, &endpoint, headers.get("authorization"))?;
         handlers::handle(&mut state, &endpoint, &caller, &data)
     });
-    Ok(envelope(&endpoint, version, result, &api_version))
+    call.envelope(result)
 }
 
 /// `[/][vX.Y/]service.action[/]`, as the real server's path expression.
@@ -254,9 +317,13 @@ fn envelope(
     response
 }
 
-fn html(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+/// A 200 with `text` as it is, not in an envelope.
+fn raw(content_type: &'static str, text: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     response
 }
 

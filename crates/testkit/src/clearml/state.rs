@@ -18,10 +18,15 @@ pub enum Fault {
     Status(u16),
     /// Answer with this result code and subcode (e.g. 401/1, not authorized).
     Refusal(u16, u32),
-    /// Answer 200 with a body that is not JSON.
+    /// Answer 200 with a body that is not JSON (an HTML page).
     Garbage,
+    /// Answer 200 as `application/json` with the start of an envelope that never ends.
+    InvalidJson,
     /// Close the connection without an answer.
     Drop,
+    /// Send the head and the first bytes of the answer, then close the connection short of
+    /// the announced `Content-Length`.
+    CutMidAnswer,
 }
 
 #[derive(Debug, Clone)]
