@@ -27,6 +27,7 @@
 : "${TCP_PORTS:=64}"          # TCP session ports the gateway may hand out
 : "${CHURN_PER_SECOND:=2}"    # tasks stopped or started per second under load
 : "${POLL_MS:=1000}"          # the gateway's ROUTER__SYNC__POLL_INTERVAL_MS
+: "${GATEWAY_ENV:=}"          # more NAME=value settings for the gateway, space-separated
 : "${SKIP_BUILD:=}"           # non-empty: use the binaries already built
 : "${GATEWAY_BIN:=}"          # the gateway to soak [target/release/clearml-gateway]
 : "${FAKE_BIN:=}"             # the fake ClearML [target/release/fake-clearml]
@@ -134,6 +135,7 @@ env -i PATH="$PATH" \
   TCP_PORT_START="$tcp_first" \
   TCP_PORT_END="$tcp_last" \
   LOGGER_LEVEL=info \
+  $GATEWAY_ENV \
   "$gateway_bin" 2>"$OUT/gateway.log" &
 gateway_pid=$!
 pids+=("$gateway_pid")
