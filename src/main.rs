@@ -11,6 +11,7 @@ mod health;
 mod logging;
 mod metrics;
 mod mode;
+mod open_files;
 mod preflight;
 mod signals;
 mod standalone;
@@ -101,6 +102,7 @@ fn serve(config: Config, mode: Mode) -> ExitCode {
     for name in &config.unknown_router_vars {
         tracing::warn!(variable = %name, "ignoring an environment variable that is not a gateway setting");
     }
+    open_files::raise_and_report(config.http.max_connections);
     let runtime = match runtime(config.runtime_threads) {
         Ok(runtime) => runtime,
         Err(err) => {

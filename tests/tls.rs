@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gateway_testkit::client::kept_alive;
+use gateway_testkit::process::GatewayCommand;
 use gateway_testkit::tempdir::TempDir;
 use gateway_testkit::{backend, gateway};
 use http::{Request, StatusCode, Version};
@@ -25,6 +27,37 @@ fn certificate(organisation: &str) -> (String, String, CertificateDer<'static>) 
         .push(rcgen::DnType::OrganizationName, organisation);
     let cert = params.self_signed(&key).unwrap();
     (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+/// A certificate and its key written to PEM files, for a gateway to serve TLS with.
+struct TlsFiles {
+    _dir: TempDir,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    der: CertificateDer<'static>,
+}
+
+impl TlsFiles {
+    fn new(organisation: &str) -> Self {
+        let dir = TempDir::new("tls");
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let (cert, key, der) = certificate(organisation);
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        Self {
+            _dir: dir,
+            cert: cert_path,
+            key: key_path,
+            der,
+        }
+    }
+
+    /// `command` serving TLS with these files.
+    fn serve(&self, command: GatewayCommand) -> GatewayCommand {
+        command
+            .env("ROUTER__WEBSERVER__TLS_CERT", self.cert.to_str().unwrap())
+            .env("ROUTER__WEBSERVER__TLS_KEY", self.key.to_str().unwrap())
+    }
 }
 
 /// GET `path` over TLS, trusting `root`, offering `alpn`; the status, the version spoken and
@@ -80,15 +113,11 @@ async fn get(
 #[tokio::test]
 async fn tls_serves_both_protocols_and_follows_certificate_renewals() {
     let app = backend::echo().await;
-    let dir = TempDir::new("tls");
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let (cert, key, first) = certificate("first");
-    std::fs::write(&cert_path, cert).unwrap();
-    std::fs::write(&key_path, key).unwrap();
-    let gw = gateway(BIN)
-        .route("demo", app.url())
-        .env("ROUTER__WEBSERVER__TLS_CERT", cert_path.to_str().unwrap())
-        .env("ROUTER__WEBSERVER__TLS_KEY", key_path.to_str().unwrap())
+    let files = TlsFiles::new("first");
+    let (cert_path, key_path) = (&files.cert, &files.key);
+    let first = files.der.clone();
+    let gw = files
+        .serve(gateway(BIN).route("demo", app.url()))
         .start_tls()
         .await;
 
@@ -105,8 +134,8 @@ async fn tls_serves_both_protocols_and_follows_certificate_renewals() {
     );
 
     let (cert, key, second) = certificate("second");
-    std::fs::write(&key_path, key).unwrap();
-    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(key_path, key).unwrap();
+    std::fs::write(cert_path, cert).unwrap();
     gw.wait_for_log("TLS certificate reloaded", Duration::from_secs(30))
         .await;
     assert!(
@@ -117,13 +146,9 @@ async fn tls_serves_both_protocols_and_follows_certificate_renewals() {
     let (_, _, presented) = get(gw.addr(), &second, &[b"http/1.1"], "/_gateway/health").await;
     assert_eq!(presented, second);
 
-    let probe = gateway(BIN)
-        .env(
-            "ROUTER__WEBSERVER__SERVER_PORT",
-            gw.addr().port().to_string(),
-        )
-        .env("ROUTER__WEBSERVER__TLS_CERT", cert_path.to_str().unwrap())
-        .env("ROUTER__WEBSERVER__TLS_KEY", key_path.to_str().unwrap())
+    let port = gw.addr().port().to_string();
+    let probe = files
+        .serve(gateway(BIN).env("ROUTER__WEBSERVER__SERVER_PORT", port))
         .run(&["--health-check"])
         .await;
     assert!(
@@ -132,9 +157,27 @@ async fn tls_serves_both_protocols_and_follows_certificate_renewals() {
         probe.1
     );
 
-    std::fs::write(&cert_path, "not a certificate").unwrap();
+    std::fs::write(cert_path, "not a certificate").unwrap();
     gw.wait_for_log("still serving the previous one", Duration::from_secs(30))
         .await;
     let (status, _, presented) = get(gw.addr(), &second, &[b"http/1.1"], "/service/demo/").await;
     assert_eq!((status, presented), (StatusCode::OK, second));
+}
+
+#[tokio::test]
+async fn over_tls_a_connection_beyond_the_cap_is_closed_without_a_plain_text_answer() {
+    let files = TlsFiles::new("capped");
+    let gw = files
+        .serve(gateway(BIN).env("ROUTER__HTTP__MAX_CONNECTIONS", "1"))
+        .start_tls()
+        .await;
+    // Accepted first, it holds the one place while its handshake is awaited.
+    let _held = TcpStream::connect(gw.addr()).await.unwrap();
+    let mut extra = kept_alive(gw.addr()).await.unwrap();
+    assert!(
+        extra.closed_within(Duration::from_secs(5)).await,
+        "closed at once, with nothing written"
+    );
+    gw.wait_for_log("client connections at the cap", Duration::from_secs(5))
+        .await;
 }

@@ -573,6 +573,7 @@ fn http_settings(
         upstream_max_idle_per_host: usize::try_from(max_idle).unwrap_or(usize::MAX),
         max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
         max_body_bytes: (max_body > 0).then_some(max_body),
+        max_connections: max_connections(raw)?,
         shutdown_grace: Value::of("ROUTER__HTTP__SHUTDOWN_GRACE_MS", &raw.shutdown_grace_ms)
             .millis(30_000, 0)?,
         client_scheme: if https {
@@ -583,6 +584,19 @@ fn http_settings(
         upstream_policy,
         via_pseudonym,
     })
+}
+
+/// `ROUTER__HTTP__MAX_CONNECTIONS`, by default derived from the open-file limit the gateway
+/// raises itself to at start.
+fn max_connections(raw: &RawEnv) -> Result<usize, ConfigError> {
+    let value = Value::of("ROUTER__HTTP__MAX_CONNECTIONS", &raw.max_connections);
+    if value.text.is_none() {
+        return Ok(crate::open_files::default_max_connections(
+            crate::open_files::attainable(),
+        ));
+    }
+    let max = value.number(0, 1, "connections")?;
+    Ok(usize::try_from(max).unwrap_or(usize::MAX))
 }
 
 fn unknown_router_vars(vars: &BTreeMap<String, String>) -> Vec<String> {

@@ -92,6 +92,8 @@ pub struct RawEnv {
     pub(super) max_header_bytes: Option<String>,
     #[serde(rename = "router__http__max_body_bytes")]
     pub(super) max_body_bytes: Option<String>,
+    #[serde(rename = "router__http__max_connections")]
+    pub(super) max_connections: Option<String>,
     #[serde(rename = "router__http__shutdown_grace_ms")]
     pub(super) shutdown_grace_ms: Option<String>,
 }

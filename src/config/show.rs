@@ -77,6 +77,7 @@ fn effective_value(c: &Config, name: &str) -> String {
         "LISTEN_QUEUE_NAME" => c.listen_queues.join(","),
         "ROUTER__RUNTIME__THREADS" => c.runtime_threads.to_string(),
         "ROUTER__SYNC__POLL_INTERVAL_MS" => ms(c.poll_interval),
+        "ROUTER__HTTP__MAX_CONNECTIONS" => http.max_connections.to_string(),
         "ROUTER__SYNC__REQUEST_TIMEOUT_MS" => ms(c.clearml_timeout),
         "ROUTER__SYNC__MAX_BACKOFF_MS" => ms(c.max_backoff),
         "ROUTER__HTTP__BROWSER_ENDPOINT" => match c.browser_endpoint {

@@ -189,3 +189,24 @@ fn runtime_threads_default_to_the_cores_the_process_may_use() {
         "ROUTER__RUNTIME__THREADS=\"0\": expected a whole number of threads, at least 1"
     );
 }
+
+#[test]
+fn the_connection_cap_is_a_positive_number_and_by_default_half_the_open_file_limit() {
+    let derived = crate::open_files::default_max_connections(crate::open_files::attainable());
+    assert_eq!(config(&[]).unwrap().http.max_connections, derived);
+    let set = config(&[("ROUTER__HTTP__MAX_CONNECTIONS", "20")]).unwrap();
+    assert_eq!(set.http.max_connections, 20);
+    assert!(
+        set.render()
+            .contains("\nROUTER__HTTP__MAX_CONNECTIONS=20\n")
+    );
+    assert_eq!(
+        error(&[("ROUTER__HTTP__MAX_CONNECTIONS", "0")]),
+        "ROUTER__HTTP__MAX_CONNECTIONS=\"0\": expected a whole number of connections, at least 1"
+    );
+    assert!(
+        error(&[("ROUTER__HTTP__MAX_CONNECTIONS", "lots")]).starts_with(
+            "ROUTER__HTTP__MAX_CONNECTIONS=\"lots\": expected a whole number of connections"
+        )
+    );
+}

@@ -234,6 +234,11 @@ pub const VARIABLES: &[Variable] = &[
         "largest request body, 0 = no limit (413 beyond)",
     ),
     var(
+        "ROUTER__HTTP__MAX_CONNECTIONS",
+        "half the open-file limit, at most 50000",
+        "most client connections open at once; more are answered 503 and closed",
+    ),
+    var(
         "ROUTER__HTTP__SHUTDOWN_GRACE_MS",
         "30000",
         "on SIGTERM/SIGINT, how long requests in flight may finish",

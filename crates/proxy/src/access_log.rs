@@ -54,6 +54,11 @@ impl AccessLog {
         self._active.peer_header()
     }
 
+    /// The request's connection, for a tunnel that takes it over.
+    pub(crate) fn connection(&self) -> Arc<crate::conn::ConnActivity> {
+        self._active.connection()
+    }
+
     pub(crate) fn started_at(&self) -> Instant {
         self.start
     }

@@ -66,6 +66,10 @@ pub(crate) fn error_response(err: &ProxyError, audience: Audience) -> Response<B
         ProxyError::AuthUnavailable => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        // Connections come and go within seconds; a short wait is enough.
+        ProxyError::TooManyConnections => {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         _ => {}
     }
     response

@@ -11,10 +11,12 @@ use http::HeaderValue;
 use tokio::time::{Instant as TokioInstant, sleep_until};
 
 use crate::access_line::AccessSink;
+use crate::limit::ConnectionSlot;
 use crate::metrics::ProxyMetrics;
 use tokio_util::sync::CancellationToken;
 
-/// Whether a connection has requests in flight, and since when it has had none.
+/// Whether a connection has requests in flight, and since when it has had none. Lives as
+/// long as the connection: its requests and a tunnel it became hold it too.
 #[derive(Debug)]
 pub(crate) struct ConnActivity {
     opened: Instant,
@@ -24,6 +26,8 @@ pub(crate) struct ConnActivity {
     access_sink: Option<Arc<dyn AccessSink>>,
     /// The peer's address as `X-Real-IP` / `X-Forwarded-For` carry it, made once.
     peer_header: HeaderValue,
+    /// The connection's place under the cap, given back when it closes.
+    _slot: ConnectionSlot,
 }
 
 impl ConnActivity {
@@ -32,9 +36,11 @@ impl ConnActivity {
         metrics: Arc<ProxyMetrics>,
         access_sink: Option<Arc<dyn AccessSink>>,
         peer: IpAddr,
+        slot: ConnectionSlot,
     ) -> Arc<Self> {
         metrics.connection(1);
         Arc::new(Self {
+            _slot: slot,
             peer_header: crate::headers::ip_value(peer),
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -89,6 +95,12 @@ impl ActiveRequest {
     /// The client's address as a header value.
     pub(crate) fn peer_header(&self) -> &HeaderValue {
         &self.0.peer_header
+    }
+
+    /// The connection itself, for a tunnel that takes it over: it stays counted (and under
+    /// the cap) until the tunnel closes.
+    pub(crate) fn connection(&self) -> Arc<ConnActivity> {
+        Arc::clone(&self.0)
     }
 }
 

@@ -122,6 +122,10 @@ pub enum ProxyError {
         /// What was wrong with it.
         reason: &'static str,
     },
+    /// The gateway holds as many client connections as `ROUTER__HTTP__MAX_CONNECTIONS` allows,
+    /// or has no file descriptor left for another.
+    #[error("too many open client connections")]
+    TooManyConnections,
     /// The upstream connection failed before a complete response head arrived.
     #[error("upstream {upstream} failed")]
     UpstreamFailed {
@@ -148,7 +152,9 @@ impl ProxyError {
             ProxyError::LoopDetected => StatusCode::LOOP_DETECTED,
             ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
-            ProxyError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::AuthUnavailable | ProxyError::TooManyConnections => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UnsupportedTransferEncoding(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -175,6 +181,7 @@ impl ProxyError {
             ProxyError::Unauthenticated(_) => "unauthenticated",
             ProxyError::Forbidden => "forbidden",
             ProxyError::AuthUnavailable => "auth_unavailable",
+            ProxyError::TooManyConnections => "too_many_connections",
             ProxyError::BadLogin(_) => "invalid_login",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::UnsupportedTransferEncoding(_) => "unsupported_transfer_encoding",
@@ -216,6 +223,9 @@ impl ProxyError {
             ProxyError::Forbidden => "your ClearML user may not see this task",
             ProxyError::AuthUnavailable => {
                 "ClearML cannot be reached to check your login; try again shortly"
+            }
+            ProxyError::TooManyConnections => {
+                "the gateway has too many open connections; try again shortly"
             }
             ProxyError::BadLogin(reason) => reason,
             ProxyError::MethodNotAllowed(_) => "this method is not forwarded",

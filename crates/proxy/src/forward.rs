@@ -111,7 +111,9 @@ pub(crate) async fn forward(
                 }
             })?;
         let upstream = hyper::upgrade::on(&mut response);
-        tunnel::spawn(gateway, Arc::clone(route), peer, downstream, upstream);
+        let connection = log.connection();
+        let upgrades = (downstream, upstream);
+        tunnel::spawn(gateway, Arc::clone(route), peer, upgrades, connection);
     }
     headers::prepare_response(response.headers_mut(), switching);
     if let Some(cookie_name) = gateway.auth_cookie() {

@@ -108,6 +108,8 @@ impl GatewayBuilder {
 
     /// Builds the gateway; it must be created inside a tokio runtime.
     pub fn build(self) -> Arc<Gateway> {
+        let metrics = Arc::new(ProxyMetrics::default());
+        metrics.set_max_connections(self.settings.max_connections);
         Arc::new(Gateway {
             pool: forward::upstream_pool(&self.settings),
             via: Via::new(&self.settings.via_pseudonym),
@@ -115,7 +117,7 @@ impl GatewayBuilder {
             readiness: self.readiness,
             settings: self.settings,
             auth: self.auth,
-            metrics: Arc::default(),
+            metrics,
             metrics_sources: self.metrics_sources,
             access_sink: self.access_sink,
             tasks: TaskTracker::new(),

@@ -2,8 +2,8 @@
 //!
 //! How a request moves through the modules:
 //!
-//! - [`server`] accepts a connection and serves HTTP/1.1 and cleartext HTTP/2 on it;
-//!   `conn` closes it when idle or at shutdown.
+//! - [`server`] accepts a connection (`limit`: or refuses it, beyond the cap) and serves
+//!   HTTP/1.1 and cleartext HTTP/2 on it; `conn` closes it when idle or at shutdown.
 //! - [`gateway`] is the request path: `checks` refuses heads it cannot forward faithfully,
 //!   [`target`] reads the path, the gateway answers its
 //!   own `/_gateway/` paths (`login`: the log-in hand-off), [`auth`] finds the request's
@@ -34,6 +34,7 @@ mod forward;
 mod fuzz;
 pub mod gateway;
 mod headers;
+mod limit;
 mod login;
 mod loops;
 pub mod metrics;
@@ -56,5 +57,5 @@ pub use metrics::MetricsSource;
 pub use policy::{AddressPolicy, Cidr};
 pub use routes::{InvalidUpstream, Route, RouteStore, RouteTable, SERVICE_PREFIX, Upstream};
 pub use server::{Drain, Server};
-pub use settings::{ClientScheme, HttpSettings};
+pub use settings::{ClientScheme, DEFAULT_MAX_CONNECTIONS, HttpSettings};
 pub use tls::{Tls, TlsError};

@@ -46,6 +46,8 @@ pub struct ProxyMetrics {
     latency_sum_micros: AtomicU64,
     open_connections: AtomicI64,
     open_tunnels: AtomicI64,
+    refused_connections: AtomicU64,
+    max_connections: AtomicI64,
 }
 
 impl ProxyMetrics {
@@ -68,6 +70,17 @@ impl ProxyMetrics {
     /// A client connection opened (+1) or closed (-1).
     pub(crate) fn connection(&self, delta: i64) {
         self.open_connections.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A client connection was refused (the cap was reached, or descriptors ran out).
+    pub(crate) fn connection_refused(&self) {
+        self.refused_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The cap on open client connections, as shown on the page.
+    pub(crate) fn set_max_connections(&self, max: usize) {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.max_connections.store(max, Ordering::Relaxed);
     }
 
     /// A tunnel (WebSocket or other upgrade) opened (+1) or closed (-1).
@@ -120,8 +133,20 @@ impl ProxyMetrics {
         gauge(
             out,
             "clearml_gateway_open_connections",
-            "Client connections open.",
+            "Client connections open (WebSockets included).",
             self.open_connections.load(Ordering::Relaxed),
+        );
+        gauge(
+            out,
+            "clearml_gateway_max_connections",
+            "The most client connections held open at once (ROUTER__HTTP__MAX_CONNECTIONS).",
+            self.max_connections.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "clearml_gateway_connections_refused_total",
+            "Client connections answered 503 and closed: the cap was reached, or file descriptors ran out.",
+            self.refused_connections.load(Ordering::Relaxed),
         );
         gauge(
             out,

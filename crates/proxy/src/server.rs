@@ -1,5 +1,5 @@
-//! The HTTP listener: accepts connections, serves HTTP/1.1 and cleartext HTTP/2 on each,
-//! and drains on shutdown.
+//! The HTTP listener: accepts connections (refusing those beyond the cap), serves HTTP/1.1
+//! and cleartext HTTP/2 on each, and drains on shutdown.
 
 use std::future::Future;
 use std::io;
@@ -16,6 +16,7 @@ use crate::access_log::error_chain;
 use crate::conn::{self, ConnActivity};
 use crate::error::find_source;
 use crate::gateway::Gateway;
+use crate::limit::{self, ConnectionLimit, ConnectionSlot, Refusal, SpareDescriptor};
 use crate::tls::Tls;
 
 /// How a [`Server::serve`] run ended.
@@ -35,6 +36,7 @@ pub struct Server {
     gateway: Arc<Gateway>,
     http: auto::Builder<TokioExecutor>,
     tls: Option<Arc<Tls>>,
+    limit: Arc<ConnectionLimit>,
 }
 
 impl Server {
@@ -55,10 +57,12 @@ impl Server {
             .max_header_list_size(u32::try_from(hard_limit).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
+        let limit = ConnectionLimit::new(settings.max_connections, Arc::clone(gateway.metrics()));
         Self {
             gateway,
             http,
             tls: None,
+            limit,
         }
     }
 
@@ -74,13 +78,17 @@ impl Server {
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Drain {
         let closing = CancellationToken::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut spare = SpareDescriptor::new();
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.spawn_connection(stream, peer, &closing),
-                    Err(err) => accept_failed(&err).await,
+                    Ok((stream, peer)) => match self.limit.try_acquire() {
+                        Some(slot) => self.spawn_connection(stream, peer, slot, &closing),
+                        None => self.refuse(stream, Refusal::AtCap),
+                    },
+                    Err(err) => self.accept_failed(&listener, &err, &mut spare).await,
                 },
             }
         }
@@ -101,6 +109,7 @@ impl Server {
         &self,
         stream: tokio::net::TcpStream,
         peer: std::net::SocketAddr,
+        slot: ConnectionSlot,
         closing: &CancellationToken,
     ) {
         configure_socket(&stream, peer);
@@ -110,7 +119,7 @@ impl Server {
         let Some(tls) = &self.tls else {
             self.gateway
                 .tasks()
-                .spawn(serve_io(http, gateway, stream, peer, closing));
+                .spawn(serve_io(http, gateway, stream, peer, slot, closing));
             return;
         };
         let acceptor = tls.acceptor();
@@ -118,7 +127,7 @@ impl Server {
         self.gateway.tasks().spawn(async move {
             let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
             match handshake {
-                Ok(Ok(stream)) => serve_io(http, gateway, stream, peer, closing).await,
+                Ok(Ok(stream)) => serve_io(http, gateway, stream, peer, slot, closing).await,
                 Ok(Err(err)) => {
                     tracing::debug!(target: "access", peer = %peer.ip().to_canonical(), error = %err, "TLS handshake failed");
                 }
@@ -128,6 +137,46 @@ impl Server {
             }
         });
     }
+
+    /// Refuses `stream`; over TLS without an answer, which the client could not read.
+    fn refuse(&self, stream: tokio::net::TcpStream, why: Refusal) {
+        self.limit.refuse(stream, why, self.tls.is_none());
+    }
+
+    /// Errors about one connection that died in the backlog are passed over. Out of file
+    /// descriptors, the spare one makes room to accept the waiting connection and refuse
+    /// it; any other failure pauses accepting rather than spinning on it.
+    async fn accept_failed(
+        &self,
+        listener: &TcpListener,
+        err: &io::Error,
+        spare: &mut SpareDescriptor,
+    ) {
+        let per_connection = matches!(
+            err.kind(),
+            io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::Interrupted
+        );
+        if per_connection {
+            tracing::debug!(error = %err, "a connection failed while being accepted");
+            return;
+        }
+        if limit::out_of_descriptors(err) {
+            let waiting = spare.accept_in_its_room(listener).await;
+            let refused = waiting.is_some();
+            if let Some(stream) = waiting {
+                // Closed at once: the spare is taken back in its place.
+                self.refuse(stream, Refusal::OutOfDescriptors);
+            }
+            spare.restore();
+            if refused {
+                return;
+            }
+        }
+        self.limit.warn_accept_failed(err);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Serves one connection (plain or TLS) until it closes, idles out, or shutdown closes it.
@@ -136,6 +185,7 @@ async fn serve_io<IO>(
     gateway: Arc<Gateway>,
     io: IO,
     peer: std::net::SocketAddr,
+    slot: ConnectionSlot,
     closing: CancellationToken,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -144,6 +194,7 @@ async fn serve_io<IO>(
         Arc::clone(gateway.metrics()),
         gateway.access_sink(),
         peer.ip(),
+        slot,
     );
     let service_activity = Arc::clone(&activity);
     let idle_timeout = gateway.settings().idle_timeout;
@@ -204,21 +255,4 @@ fn log_connection_error(peer: std::net::SocketAddr, err: &(dyn std::error::Error
     } else {
         tracing::info!(target: "access", %peer, error = %detail, "connection error");
     }
-}
-
-/// Errors about one connection that died in the backlog are passed over; running out of
-/// file descriptors or memory is said, and accepting pauses rather than spinning on it.
-async fn accept_failed(err: &io::Error) {
-    let per_connection = matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    );
-    if per_connection {
-        tracing::debug!(error = %err, "a connection failed while being accepted");
-        return;
-    }
-    tracing::warn!(error = %err, "accept failed; pausing 50 ms");
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -23,6 +23,10 @@ impl ClientScheme {
     }
 }
 
+/// The most client connections a gateway holds by default, however many descriptors it may
+/// open: at about 20 KiB each when idle, a gigabyte of memory.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
+
 /// How the HTTP side behaves; every field has a default that suits a production gateway.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -44,6 +48,8 @@ pub struct HttpSettings {
     pub max_header_bytes: usize,
     /// Largest request body, in bytes; `None` for no limit.
     pub max_body_bytes: Option<u64>,
+    /// Most client connections open at once; more are answered `503` and closed.
+    pub max_connections: usize,
     /// How long requests in flight may run on after shutdown starts.
     pub shutdown_grace: Duration,
     /// The scheme sent upstream in `X-Forwarded-Proto`.
@@ -67,6 +73,7 @@ impl Default for HttpSettings {
             upstream_max_idle_per_host: 256,
             max_header_bytes: 64 * 1024,
             max_body_bytes: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(30),
             client_scheme: ClientScheme::Http,
             upstream_policy: AddressPolicy::default(),

@@ -8,21 +8,24 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::access_log::{error_chain, millis};
+use crate::conn::ConnActivity;
 use crate::gateway::Gateway;
 use crate::routes::Route;
 
-/// Joins the two upgraded connections and copies bytes both ways until either side closes;
-/// logs one line at the end. Tracked by the gateway, so shutdown waits for it.
+/// Joins the two upgraded connections (downstream, upstream) and copies bytes both ways
+/// until either side closes; logs one line at the end. Tracked by the gateway, so shutdown
+/// waits for it. Holds the client's `connection` meanwhile: it is still open.
 pub(crate) fn spawn(
     gateway: &Gateway,
     route: Arc<Route>,
     peer: SocketAddr,
-    downstream: OnUpgrade,
-    upstream: OnUpgrade,
+    (downstream, upstream): (OnUpgrade, OnUpgrade),
+    connection: Arc<ConnActivity>,
 ) {
     let peer = peer.ip().to_canonical();
     let metrics = Arc::clone(gateway.metrics());
     gateway.tasks().spawn(async move {
+        let _connection = connection;
         let started = Instant::now();
         let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
             Ok(pair) => pair,

@@ -279,3 +279,91 @@ pub async fn websocket(addr: SocketAddr, path: &str) -> WebSocketStream<TcpStrea
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     ws
 }
+
+/// One HTTP/1.1 connection kept open between requests, spoken by hand: thousands of them
+/// cost little more than their sockets.
+#[derive(Debug)]
+pub struct KeptAlive {
+    stream: TcpStream,
+}
+
+/// A response read off a [`KeptAlive`] connection.
+#[derive(Debug)]
+pub struct KeptAliveReply {
+    /// The status code.
+    pub status: u16,
+    /// The status line and headers, as received.
+    pub head: String,
+    /// The body (framed by `Content-Length`).
+    pub body: Vec<u8>,
+}
+
+impl KeptAliveReply {
+    /// The value of header `name` (any case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Opens a connection to `addr` to send requests on one after the other.
+pub async fn kept_alive(addr: SocketAddr) -> std::io::Result<KeptAlive> {
+    Ok(KeptAlive {
+        stream: TcpStream::connect(addr).await?,
+    })
+}
+
+impl KeptAlive {
+    /// `GET path` on this connection; the response must carry `Content-Length`.
+    pub async fn get(&mut self, path: &str) -> std::io::Result<KeptAliveReply> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n");
+        self.stream.write_all(request.as_bytes()).await?;
+        self.reply().await
+    }
+
+    /// Reads one response, whether or not a request was sent for it.
+    pub async fn reply(&mut self) -> std::io::Result<KeptAliveReply> {
+        let mut received = Vec::with_capacity(1024);
+        let head_end = loop {
+            if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            if self.stream.read_buf(&mut received).await? == 0 {
+                return Err(unexpected("the connection closed before a response head"));
+            }
+        };
+        let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+        let mut reply = KeptAliveReply {
+            status: head
+                .split(' ')
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .ok_or_else(|| unexpected("no status code"))?,
+            body: received.split_off(head_end),
+            head,
+        };
+        let length: usize = reply
+            .header("content-length")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| unexpected("no Content-Length"))?;
+        while reply.body.len() < length {
+            if self.stream.read_buf(&mut reply.body).await? == 0 {
+                return Err(unexpected("the connection closed inside the body"));
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Whether the server closes the connection within `timeout` (reading nothing more).
+    pub async fn closed_within(&mut self, timeout: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(timeout, self.stream.read(&mut byte)).await;
+        matches!(read, Ok(Ok(0) | Err(_)))
+    }
+}
+
+fn unexpected(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
+}

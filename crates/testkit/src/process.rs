@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::clearml::{FakeClearml, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY};
-use crate::client::{client, empty};
+use crate::client::{client, empty, kept_alive};
 use crate::tempdir::TempDir;
 use crate::wait::eventually;
 
@@ -24,6 +24,7 @@ pub struct GatewayCommand {
     routes_toml: Option<String>,
     env: Vec<(String, String)>,
     clearml: bool,
+    open_files: Option<(u64, u64)>,
 }
 
 /// A gateway process for the binary at `binary` (pass `env!("CARGO_BIN_EXE_clearml-gateway")`).
@@ -34,6 +35,7 @@ pub fn gateway(binary: impl Into<PathBuf>) -> GatewayCommand {
         routes_toml: None,
         env: Vec::new(),
         clearml: false,
+        open_files: None,
     }
 }
 
@@ -64,6 +66,12 @@ impl GatewayCommand {
     /// Sets an environment variable of the process.
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
         self.env.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Starts the process with this soft and hard open-file limit (`RLIMIT_NOFILE`).
+    pub fn open_files_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.open_files = Some((soft, hard));
         self
     }
 
@@ -156,6 +164,23 @@ impl GatewayCommand {
                 .env("ROUTER__SYNC__POLL_INTERVAL_MS", "200");
         } else {
             command.arg("--routes").arg(routes);
+        }
+        if let Some((soft, hard)) = self.open_files {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: between fork and exec only `setrlimit` runs, which is async-signal-safe,
+            // on a struct copied into the closure.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let mut child = command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -373,6 +398,61 @@ impl GatewayProcess {
     pub fn rss_bytes(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:") * 1024
     }
+
+    /// Its soft open-file limit, from `/proc/<pid>/limits`.
+    pub fn open_files_soft_limit(&self) -> u64 {
+        let limits =
+            std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).expect("read limits");
+        limits
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("Max open files")?
+                    .split_whitespace()
+                    .next()
+            })
+            .and_then(|soft| soft.parse().ok())
+            .expect("a numeric soft limit of open files")
+    }
+
+    /// The value of the sample `name` (labels included) on `/_gateway/metrics`; panics
+    /// when the page is not served or lacks it.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let mut connection = kept_alive(self.addr).await.expect("connect");
+        let page = connection
+            .get("/_gateway/metrics")
+            .await
+            .expect("the metrics page");
+        let text = String::from_utf8_lossy(&page.body);
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} on the metrics page:\n{text}"))
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit, so that a test can open
+/// thousands of sockets (the gateway it starts inherits it); panics, naming the limit, when
+/// the hard limit is below `needed`.
+pub fn raise_open_files_limit(needed: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` and `setrlimit` read or write the struct given, alive across the calls.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_max != libc::RLIM_INFINITY {
+            limit.rlim_cur = limit.rlim_max;
+        } else {
+            limit.rlim_cur = limit.rlim_cur.max(needed);
+        }
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur >= needed,
+        "this test needs {needed} open files, and the hard limit (ulimit -Hn) is {}",
+        limit.rlim_max
+    );
+    limit.rlim_cur
 }
 
 /// Polls `/_gateway/health` until it answers 2xx; false if the process exits first or

@@ -12,6 +12,9 @@
 //!   N routes change per second, in ten steps a second: the oldest running non-stable task
 //!   is stopped and a new one started, in turn. SIGUSR2 pauses the churn. The first
 //!   `--stable` tasks are never touched.
+//! - `--tcp-backend HOST:PORT --tcp-every N`: every Nth task (by number, churned ones too)
+//!   also asks for a TCP endpoint named `ssh` at `HOST:PORT`, as `clearml-session` does;
+//!   the JSON line lists the stable ones as `tcp_stable`.
 //! - `--probe N --probe-gateway ADDR`: once the gateway at `ADDR` is ready, adds N new tasks
 //!   (`--probe-spacing-ms` apart) and measures for each how long until its `endpoint` is
 //!   written back and until its route answers 200 with the token; prints a second JSON line
@@ -41,6 +44,8 @@ usage: fake-clearml --backend HOST:PORT [options]
   --router-url URL           pre-write endpoint/browser_endpoint as a gateway at URL would
   --churn-per-second N       routes changed per second once churn starts [0]
   --churn-after SECS         start churning after SECS instead of on SIGUSR1
+  --tcp-backend HOST:PORT     where TCP endpoints point (with --tcp-every)
+  --tcp-every N              every Nth task also asks for a TCP endpoint named ssh [0: none]
   --probe N                  add N tasks once the gateway is ready, time their endpoints
   --probe-gateway ADDR       the gateway to probe (HOST:PORT, an IP address)
   --probe-spacing-ms MS      time between two probe tasks [250]
@@ -71,6 +76,8 @@ struct Options {
     router_url: Option<String>,
     churn_per_second: u32,
     churn_after: Option<Duration>,
+    tcp_backend: Option<(String, u16)>,
+    tcp_every: u64,
     probe: usize,
     probe_gateway: Option<SocketAddr>,
     probe_spacing: Duration,
@@ -120,6 +127,8 @@ fn parse_args() -> Result<Option<Options>, String> {
         router_url: None,
         churn_per_second: 0,
         churn_after: None,
+        tcp_backend: None,
+        tcp_every: 0,
         probe: 0,
         probe_gateway: None,
         probe_spacing: Duration::from_millis(250),
@@ -163,6 +172,13 @@ fn parse_args() -> Result<Option<Options>, String> {
                     .ok_or_else(|| format!("--churn-after: {text:?} is not a number of seconds"))?;
                 options.churn_after = Some(Duration::from_secs_f64(secs));
             }
+            Long("tcp-backend") => {
+                let text = text(&mut parser, "--tcp-backend")?;
+                options.tcp_backend = Some(host_port("--tcp-backend", &text)?);
+            }
+            Long("tcp-every") => {
+                options.tcp_every = number("--tcp-every", &text(&mut parser, "--tcp-every")?)?
+            }
             Long("probe") => options.probe = number("--probe", &text(&mut parser, "--probe")?)?,
             Long("probe-gateway") => {
                 options.probe_gateway = Some(address(
@@ -182,18 +198,10 @@ fn parse_args() -> Result<Option<Options>, String> {
         }
     }
     let backend = backend.ok_or("--backend HOST:PORT is required")?;
-    let (host, port) = backend
-        .rsplit_once(':')
-        .ok_or_else(|| format!("--backend: {backend:?} is not HOST:PORT"))?;
-    if host.is_empty() {
-        return Err(format!("--backend: {backend:?} has no host"));
+    (options.backend_host, options.backend_port) = host_port("--backend", &backend)?;
+    if options.tcp_every > 0 && options.tcp_backend.is_none() {
+        return Err("--tcp-every needs --tcp-backend HOST:PORT".to_owned());
     }
-    options.backend_host = host.to_owned();
-    options.backend_port = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("--backend: {port:?} is not a port number in 1..=65535"))?;
     if options.stable.is_some_and(|s| s > options.tasks) {
         return Err(format!(
             "--stable must not be more than --tasks ({})",
@@ -219,6 +227,22 @@ fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, String> {
         .map_err(|_| format!("{name}: {text:?} is not a non-negative whole number"))
 }
 
+/// `HOST:PORT`, with a host and a port in 1..=65535.
+fn host_port(name: &str, text: &str) -> Result<(String, u16), String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{name}: {text:?} is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("{name}: {text:?} has no host"));
+    }
+    let port = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{name}: {port:?} is not a port number in 1..=65535"))?;
+    Ok((host.to_owned(), port))
+}
+
 fn address(name: &str, text: &str) -> Result<SocketAddr, String> {
     text.parse().map_err(|_| {
         format!("{name}: {text:?} is not an IP address and port (e.g. 127.0.0.1:8080)")
@@ -230,12 +254,23 @@ fn task_id(n: u64) -> String {
     format!("{ID_PREFIX:08x}{n:024x}")
 }
 
-/// A running task with the default HTTP endpoint at the backend, owned by `user`.
-fn running_task(options: &Options, id: &str, user: &str, prefill: bool) -> TaskSpec {
-    let mut spec = task().id(id).name(id).in_progress().user(user);
+/// Whether the `n`th task also asks for a TCP endpoint.
+fn has_tcp(options: &Options, n: u64) -> bool {
+    options.tcp_every > 0 && n % options.tcp_every == 0
+}
+
+/// The `n`th task, running, with the default HTTP endpoint at the backend (and a TCP one
+/// named `ssh` where [`has_tcp`]), owned by `user`.
+fn running_task(options: &Options, n: u64, user: &str, prefill: bool) -> TaskSpec {
+    let id = task_id(n);
+    let mut spec = task().id(&id).name(&id).in_progress().user(user);
+    // The pre-written runtime first: it replaces the whole map.
     if prefill && let Some(router_url) = &options.router_url {
         let url = format!("{router_url}/service/{id}/");
         spec = spec.runtime(json!({ "endpoint": url, "browser_endpoint": url }));
+    }
+    if let (true, Some((host, port))) = (has_tcp(options, n), &options.tcp_backend) {
+        spec = spec.tcp_endpoint(Some("ssh"), host, *port, true);
     }
     spec.http_endpoint(&options.backend_host, options.backend_port)
 }
@@ -258,15 +293,19 @@ async fn run(options: Options) -> Result<(), String> {
     let stable = options.stable.unwrap_or(options.tasks.min(100));
     let mut ids = Vec::with_capacity(options.tasks);
     for n in 0..options.tasks as u64 {
-        let id = task_id(n);
-        server.add_task(running_task(&options, &id, &user, true));
-        ids.push(id);
+        server.add_task(running_task(&options, n, &user, true));
+        ids.push(task_id(n));
     }
+    let tcp_stable: Vec<String> = (0..stable as u64)
+        .filter(|n| has_tcp(&options, *n))
+        .map(task_id)
+        .collect();
     let line = json!({
         "url": server.url(),
         "token": token,
         "user": user,
         "stable": ids[..stable],
+        "tcp_stable": tcp_stable,
         "tasks": ids,
     });
     println!("{line}");
@@ -383,12 +422,12 @@ impl Churn {
             self.stopped.push_back((Instant::now(), id));
             return;
         }
-        let id = task_id(self.next_n);
+        let n = self.next_n;
         self.next_n += 1;
         // A new task asks for its endpoint: nothing is pre-written, the gateway writes it.
         self.server
-            .add_task(running_task(&self.options, &id, &self.user, false));
-        self.running.push_back(id);
+            .add_task(running_task(&self.options, n, &self.user, false));
+        self.running.push_back(task_id(n));
     }
 }
 
@@ -409,7 +448,7 @@ async fn probe(
     for n in first..first + options.probe as u64 {
         let id = task_id(n);
         let added = Instant::now();
-        server.add_task(running_task(options, &id, user, false));
+        server.add_task(running_task(options, n, user, false));
         let server = Arc::clone(server);
         let cookie = cookie.clone();
         watchers.push(tokio::spawn(async move {
