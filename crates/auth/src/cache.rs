@@ -2,6 +2,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -43,7 +44,14 @@ impl Default for TokenHasher {
 pub struct DecisionCache<V> {
     entries: DashMap<u64, (V, Instant)>,
     capacity: usize,
+    /// The size at which expired entries are next swept out: twice what was left by the
+    /// last sweep, so the cache follows the live decisions, not its bound, at an amortised
+    /// cost of a few entries visited per insert.
+    sweep_at: AtomicUsize,
 }
+
+/// The smallest cache that is swept: below it, expired entries cost too little to chase.
+const MIN_SWEEP: usize = 1024;
 
 impl<V: Clone> DecisionCache<V> {
     /// A cache of at most `capacity` entries.
@@ -53,6 +61,7 @@ impl<V: Clone> DecisionCache<V> {
             // megabytes for a gateway that sees a handful of users.
             entries: DashMap::new(),
             capacity: capacity.max(1),
+            sweep_at: AtomicUsize::new(MIN_SWEEP),
         }
     }
 
@@ -66,8 +75,11 @@ impl<V: Clone> DecisionCache<V> {
     /// Keeps `value` under `key` until `until`. When full, expired entries go first, then
     /// those closest to expiry.
     pub fn insert(&self, key: u64, value: V, until: Instant) {
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+        let len = self.entries.len();
+        if len >= self.capacity && !self.entries.contains_key(&key) {
             self.evict();
+        } else if len >= self.sweep_at.load(Ordering::Relaxed) {
+            self.drop_expired();
         }
         self.entries.insert(key, (value, until));
     }
@@ -78,9 +90,15 @@ impl<V: Clone> DecisionCache<V> {
         self.entries.len()
     }
 
-    fn evict(&self) {
+    fn drop_expired(&self) {
         let now = Instant::now();
         self.entries.retain(|_, (_, until)| *until > now);
+        let next = self.entries.len().saturating_mul(2).max(MIN_SWEEP);
+        self.sweep_at.store(next, Ordering::Relaxed);
+    }
+
+    fn evict(&self) {
+        self.drop_expired();
         let excess = (self.entries.len() + 1).saturating_sub(self.capacity);
         if excess == 0 {
             return;
@@ -107,6 +125,22 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn expired_entries_are_swept_long_before_the_bound() {
+        let cache = DecisionCache::new(100_000);
+        let expired = Instant::now() - Duration::from_secs(1);
+        for key in 0..20_000u64 {
+            cache.insert(key, "x", expired);
+            assert!(cache.len() <= MIN_SWEEP + 1, "{} entries kept", cache.len());
+        }
+        let live = Instant::now() + Duration::from_secs(60);
+        for key in 0..5_000u64 {
+            cache.insert(key, "y", live);
+        }
+        assert_eq!(cache.len(), 5_000, "live entries stay");
+        assert_eq!(cache.get(4_999), Some("y"));
+    }
 
     #[test]
     fn entries_expire_and_the_cache_stays_bounded() {
