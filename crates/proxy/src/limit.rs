@@ -167,12 +167,18 @@ pub(crate) fn out_of_descriptors(err: &io::Error) -> bool {
 /// A descriptor held in reserve: when the open-file limit is reached, letting it go makes
 /// room to accept the waiting connection and refuse it, instead of leaving it hanging.
 #[derive(Debug)]
-pub(crate) struct SpareDescriptor(Option<File>);
+pub(crate) struct SpareDescriptor(Option<File>, bool);
 
 impl SpareDescriptor {
     /// Takes the spare descriptor (if one is free).
     pub(crate) fn new() -> Self {
-        Self(open_spare())
+        Self(open_spare(), false)
+    }
+
+    /// Whether the spare was given up for a refusal and could not be taken back yet: the
+    /// next free descriptor must go to it, not to a connection accepted as if all were well.
+    pub(crate) fn owed(&self) -> bool {
+        self.1
     }
 
     /// Lets the spare go and accepts one waiting connection in its place; `None` without a
@@ -180,6 +186,7 @@ impl SpareDescriptor {
     /// the connection is closed.
     pub(crate) async fn accept_in_its_room(&mut self, listener: &TcpListener) -> Option<TcpStream> {
         drop(self.0.take()?);
+        self.1 = true;
         poll_fn(|cx| match listener.poll_accept(cx) {
             Poll::Ready(accepted) => Poll::Ready(accepted.ok().map(|(stream, _)| stream)),
             Poll::Pending => Poll::Ready(None),
@@ -192,6 +199,7 @@ impl SpareDescriptor {
         if self.0.is_none() {
             self.0 = open_spare();
         }
+        self.1 = self.1 && self.0.is_none();
     }
 }
 

@@ -80,6 +80,17 @@ impl Server {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut spare = SpareDescriptor::new();
         loop {
+            // A refused connection lingers a moment before its descriptor is free: until the
+            // spare is back, waiting connections stay in the backlog rather than being
+            // accepted into the last descriptor and leaving none to refuse the next.
+            spare.restore();
+            if spare.owed() {
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(Duration::from_millis(10)) => continue,
+                }
+            }
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
