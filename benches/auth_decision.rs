@@ -16,25 +16,12 @@ use gateway_proxy::{Authorizer, Verdict};
 use gateway_testkit::clearml::{FakeClearml, GATEWAY_ACCESS_KEY, GATEWAY_SECRET_KEY, task};
 use http::{HeaderMap, HeaderValue};
 
-const COOKIE: &str = "clearml_token_basic";
+mod support;
+use support::{COOKIE, browser_headers};
 
 fn request_headers(token: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    let pairs = [
-        ("host", "gateway.example.com".to_owned()),
-        (
-            "user-agent",
-            "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0".to_owned(),
-        ),
-        ("accept", "application/json".to_owned()),
-        (
-            "cookie",
-            format!("_xsrf=2|a1b2c3; {COOKIE}={token}; theme=dark"),
-        ),
-    ];
-    for (name, value) in pairs {
-        headers.insert(name, HeaderValue::from_str(&value).expect("a header value"));
-    }
+    let mut headers = browser_headers(token);
+    headers.insert("host", HeaderValue::from_static("gateway.example.com"));
     headers
 }
 

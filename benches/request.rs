@@ -30,7 +30,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
-const COOKIE: &str = "clearml_token_basic";
+mod support;
+use support::{COOKIE, browser_headers};
 const ROUTE: &str = "4f2a9c1e8b7d4a6f9e3c2b1a0d9e8f7c";
 
 /// Answers `200 ok` to everything. Not testkit's backends: they record every request, which
@@ -104,30 +105,15 @@ async fn gateway(backend: SocketAddr, authenticated: bool) -> SocketAddr {
     addr
 }
 
-/// What a browser that is logged in to ClearML sends: its token in the auth cookie among
-/// others (a ClearML JWT is about 500 bytes), whether or not the gateway checks it.
+/// What a browser that is logged in to ClearML sends, with a token the size of a ClearML
+/// JWT (about 500 bytes), whether or not the gateway checks it.
 fn headers() -> HeaderMap {
     let token = format!(
         "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.{}.{}",
         "eyJpZGVudGl0eSI6eyJjb21wYW55Ijoi".repeat(13),
         "c2lnbmF0dXJlLW9mLXRoZS1zZXJ2ZXI".repeat(2),
     );
-    let mut headers = HeaderMap::new();
-    let pairs = [
-        (
-            "user-agent",
-            "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0".to_owned(),
-        ),
-        ("accept", "application/json".to_owned()),
-        (
-            "cookie",
-            format!("_xsrf=2|a1b2c3; {COOKIE}={token}; theme=dark"),
-        ),
-    ];
-    for (name, value) in pairs {
-        headers.insert(name, HeaderValue::from_str(&value).expect("a header value"));
-    }
-    headers
+    browser_headers(&token)
 }
 
 enum Sender {

@@ -47,8 +47,9 @@ C1_DURATION=${C1_DURATION%s}
 CHURN_DURATION=${CHURN_DURATION%s}
 COOKIE=clearml_token_basic
 
-fail() { echo "benches/load/run.sh: $*" >&2; exit 1; }
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+SCRIPT=benches/load/run.sh
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 
 # ---------------------------------------------------------------- tools and binaries
 need() { command -v "$1" >/dev/null 2>&1 || fail "'$1' is missing: apt-get install $2"; }
@@ -99,39 +100,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 tck=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- processes
-pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-stop() { # PID...: stops processes this script started
-  local pid
-  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
-}
-
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-wait_until() { # SECONDS WHAT COMMAND...: polls COMMAND every 0.1 s
-  local limit=$1 what=$2 i
-  shift 2
-  for ((i = 0; i < limit * 10; i++)); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  fail "$what did not happen within ${limit}s (logs in $OUT)"
-}
-
 alive() { kill -0 "$1" 2>/dev/null || fail "$2 exited (logs in $OUT)"; }
-
-json_field() { # FILE KEY: a field of the first JSON line of FILE
-  python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())[sys.argv[2]])' "$1" "$2"
-}
 
 json_list() { # FILE KEY: a list field of the first JSON line of FILE, one item a line
   python3 -c 'import json,sys; print("\n".join(json.loads(open(sys.argv[1]).readline())[sys.argv[2]]))' "$1" "$2"
@@ -175,17 +148,8 @@ start_fake() { # NAME ARGS...: starts fake-clearml on LOAD_CORE; sets fake_pid, 
 
 start_gateway() { # NAME PORT FAKE_URL POLL_MS: starts the gateway on PROXY_CORE; sets gateway_pid
   local name=$1 port=$2 url=$3 poll=$4
-  env -i PATH="$PATH" \
-    CLEARML_API_HOST="$url" \
-    CLEARML_API_ACCESS_KEY=GATEWAY_ACCESS_KEY \
-    CLEARML_API_SECRET_KEY=gateway-secret-key \
-    ROUTER_URL="http://127.0.0.1:$port" \
-    ROUTER__WEBSERVER__SERVER_HOST=127.0.0.1 \
-    ROUTER__WEBSERVER__SERVER_PORT="$port" \
-    AUTH_COOKIE_NAME="$COOKIE" \
-    ROUTER__RUNTIME__THREADS=1 \
-    ROUTER__SYNC__POLL_INTERVAL_MS="$poll" \
-    LOGGER_LEVEL=info \
+  gateway_env "$url" "$port" "$poll"
+  "${gateway_env_args[@]}" AUTH_COOKIE_NAME="$COOKIE" ROUTER__RUNTIME__THREADS=1 \
     taskset -c "$PROXY_CORE" "$gateway_bin" 2>"$OUT/$name.log" &
   gateway_pid=$!
   pids+=("$gateway_pid")

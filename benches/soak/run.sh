@@ -36,14 +36,17 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-fail() { echo "benches/soak/run.sh: $*" >&2; exit 1; }
-log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+SCRIPT=benches/soak/run.sh
+# shellcheck source=../lib.sh
+. "$here/../lib.sh"
 
 for n in DURATION SAMPLE QUIET TASKS STABLE TCP_EVERY TCP_PORTS CHURN_PER_SECOND POLL_MS; do
   case ${!n} in ''|*[!0-9]*) fail "$n=${!n}: expected a whole number";; esac
 done
 [ "$STABLE" -ge 1 ] && [ "$STABLE" -le "$TASKS" ] || fail "STABLE=$STABLE must be in 1..TASKS ($TASKS)"
-[ "$DURATION" -ge 60 ] || fail "DURATION=$DURATION: at least 60 s, to have a settled and an end window"
+# soak.py warms up for 30 s, takes the settled window over the next 30 s (or 10 % each) and
+# the end window over the last 10 %: below two minutes the end window may hold no sample.
+[ "$DURATION" -ge 120 ] || fail "DURATION=$DURATION: at least 120 s, to have a settled and an end window"
 command -v python3 >/dev/null || fail "python3 is missing"
 
 if [ -z "$SKIP_BUILD" ]; then
@@ -59,14 +62,6 @@ if [ -z "$OUT" ]; then OUT=$(mktemp -d /tmp/gateway-soak.XXXXXX); fi
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 free_ports() { # COUNT: COUNT free ports, the last TCP_PORTS of them consecutive
   python3 - "$1" "$TCP_PORTS" <<'PY'
@@ -94,16 +89,6 @@ else:
 PY
 }
 
-wait_until() { # SECONDS WHAT COMMAND...
-  local limit=$1 what=$2 i
-  shift 2
-  for ((i = 0; i < limit * 10; i++)); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  fail "$what did not happen within ${limit}s (logs in $OUT)"
-}
-
 ready() {
   python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
     "http://127.0.0.1:$gw_port/_gateway/ready"
@@ -121,20 +106,11 @@ pids+=($!)
 fake_pid=$!
 pids+=("$fake_pid")
 wait_until 30 "fake-clearml printing its JSON line" grep -q '"url"' "$OUT/fake.json"
-fake_url=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["url"])' "$OUT/fake.json")
-
-env -i PATH="$PATH" \
-  CLEARML_API_HOST="$fake_url" \
-  CLEARML_API_ACCESS_KEY=GATEWAY_ACCESS_KEY \
-  CLEARML_API_SECRET_KEY=gateway-secret-key \
-  ROUTER_URL="http://127.0.0.1:$gw_port" \
-  ROUTER__WEBSERVER__SERVER_HOST=127.0.0.1 \
-  ROUTER__WEBSERVER__SERVER_PORT="$gw_port" \
-  ROUTER__SYNC__POLL_INTERVAL_MS="$POLL_MS" \
+gateway_env "$(json_field "$OUT/fake.json" url)" "$gw_port" "$POLL_MS"
+"${gateway_env_args[@]}" \
   TCP_ROUTER_ADDRESS=127.0.0.1 \
   TCP_PORT_START="$tcp_first" \
   TCP_PORT_END="$tcp_last" \
-  LOGGER_LEVEL=info \
   $GATEWAY_ENV \
   "$gateway_bin" 2>"$OUT/gateway.log" &
 gateway_pid=$!

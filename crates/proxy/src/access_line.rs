@@ -68,69 +68,70 @@ impl AccessFields<'_> {
 
     /// `method=GET path="/x" …`: the fields alone, as `tracing`'s text format writes them.
     pub(crate) fn text_fields(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"method=");
-        out.extend_from_slice(self.method.as_bytes());
-        out.extend_from_slice(b" path=");
-        push_quoted(out, self.path);
-        if let Some(route) = self.route {
-            out.extend_from_slice(b" route=");
-            push_quoted(out, route);
-        }
-        out.extend_from_slice(b" status=");
-        push_u64(out, u64::from(self.status));
-        if let Some(upstream) = self.upstream {
-            out.extend_from_slice(b" upstream_ms=");
-            push_millis(out, upstream);
-        }
-        out.extend_from_slice(b" duration_ms=");
-        push_millis(out, self.duration);
-        out.extend_from_slice(b" bytes=");
-        push_u64(out, self.bytes);
-        out.extend_from_slice(if self.complete {
-            b" complete=true peer="
-        } else {
-            b" complete=false peer="
-        });
-        push_ip(out, self.peer);
-        if let Some((code, detail)) = self.error {
-            out.extend_from_slice(b" error=");
-            push_quoted(out, code);
-            out.extend_from_slice(b" detail=");
-            out.extend_from_slice(detail.as_bytes());
-        }
+        self.fields(out, false);
     }
 
     fn json_fields(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b",\"method\":");
-        push_quoted(out, self.method);
-        out.extend_from_slice(b",\"path\":");
+        self.fields(out, true);
+    }
+
+    /// The fields in one order for both shapes: text writes ` name=value` (the first
+    /// without its space) and leaves the method, peer and detail unquoted as `tracing`
+    /// does; JSON writes `,"name":value` and quotes every string.
+    fn fields(&self, out: &mut Vec<u8>, json: bool) {
+        let key = |out: &mut Vec<u8>, name: &str| {
+            if json {
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\":");
+            } else {
+                if name != "method" {
+                    out.push(b' ');
+                }
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'=');
+            }
+        };
+        let text = |out: &mut Vec<u8>, value: &str| {
+            if json {
+                push_quoted(out, value);
+            } else {
+                out.extend_from_slice(value.as_bytes());
+            }
+        };
+        key(out, "method");
+        text(out, self.method);
+        key(out, "path");
         push_quoted(out, self.path);
         if let Some(route) = self.route {
-            out.extend_from_slice(b",\"route\":");
+            key(out, "route");
             push_quoted(out, route);
         }
-        out.extend_from_slice(b",\"status\":");
+        key(out, "status");
         push_u64(out, u64::from(self.status));
         if let Some(upstream) = self.upstream {
-            out.extend_from_slice(b",\"upstream_ms\":");
+            key(out, "upstream_ms");
             push_millis(out, upstream);
         }
-        out.extend_from_slice(b",\"duration_ms\":");
+        key(out, "duration_ms");
         push_millis(out, self.duration);
-        out.extend_from_slice(b",\"bytes\":");
+        key(out, "bytes");
         push_u64(out, self.bytes);
-        out.extend_from_slice(if self.complete {
-            b",\"complete\":true,\"peer\":\""
-        } else {
-            b",\"complete\":false,\"peer\":\""
-        });
+        key(out, "complete");
+        out.extend_from_slice(if self.complete { b"true" } else { b"false" });
+        key(out, "peer");
+        if json {
+            out.push(b'"');
+        }
         push_ip(out, self.peer);
-        out.push(b'"');
+        if json {
+            out.push(b'"');
+        }
         if let Some((code, detail)) = self.error {
-            out.extend_from_slice(b",\"error\":");
+            key(out, "error");
             push_quoted(out, code);
-            out.extend_from_slice(b",\"detail\":");
-            push_quoted(out, detail);
+            key(out, "detail");
+            text(out, detail);
         }
     }
 }
@@ -281,7 +282,13 @@ mod tests {
         fields().line(AccessFormat::Json, true, &mut out);
         let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(line["level"], "WARN");
+        assert_eq!(line["method"], "GET");
         assert_eq!(line["path"], "/service/demo/a\"b");
+        assert_eq!(line["route"], "demo");
+        assert_eq!(line["duration_ms"], 11.833);
+        assert_eq!(line["bytes"], 3755);
+        assert_eq!(line["complete"], true);
+        assert_eq!(line["error"], "upstream_unreachable");
         assert_eq!(line["upstream_ms"], 10.822);
         assert_eq!(line["status"], 502);
         assert_eq!(line["peer"], "10.0.0.7");

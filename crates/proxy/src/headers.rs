@@ -232,7 +232,6 @@ pub(crate) fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, entry: 
     headers.insert(name.clone(), value);
 }
 
-/// The peer's address as a header value, IPv4-mapped IPv6 addresses shown as IPv4.
 /// An address as a header value: IPv4 for an IPv4-mapped IPv6 address.
 pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     // An IP address prints as ASCII digits, dots and colons: always a valid header value.

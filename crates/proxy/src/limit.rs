@@ -167,26 +167,33 @@ pub(crate) fn out_of_descriptors(err: &io::Error) -> bool {
 /// A descriptor held in reserve: when the open-file limit is reached, letting it go makes
 /// room to accept the waiting connection and refuse it, instead of leaving it hanging.
 #[derive(Debug)]
-pub(crate) struct SpareDescriptor(Option<File>, bool);
+pub(crate) struct SpareDescriptor {
+    file: Option<File>,
+    /// Given up for a refusal and not yet taken back.
+    owed: bool,
+}
 
 impl SpareDescriptor {
     /// Takes the spare descriptor (if one is free).
     pub(crate) fn new() -> Self {
-        Self(open_spare(), false)
+        Self {
+            file: open_spare(),
+            owed: false,
+        }
     }
 
     /// Whether the spare was given up for a refusal and could not be taken back yet: the
     /// next free descriptor must go to it, not to a connection accepted as if all were well.
     pub(crate) fn owed(&self) -> bool {
-        self.1
+        self.owed
     }
 
     /// Lets the spare go and accepts one waiting connection in its place; `None` without a
     /// spare, or when no connection could be taken. Call [`restore`](Self::restore) once
     /// the connection is closed.
     pub(crate) async fn accept_in_its_room(&mut self, listener: &TcpListener) -> Option<TcpStream> {
-        drop(self.0.take()?);
-        self.1 = true;
+        drop(self.file.take()?);
+        self.owed = true;
         poll_fn(|cx| match listener.poll_accept(cx) {
             Poll::Ready(accepted) => Poll::Ready(accepted.ok().map(|(stream, _)| stream)),
             Poll::Pending => Poll::Ready(None),
@@ -196,10 +203,10 @@ impl SpareDescriptor {
 
     /// Takes a spare descriptor again, if it was given up and one is free.
     pub(crate) fn restore(&mut self) {
-        if self.0.is_none() {
-            self.0 = open_spare();
+        if self.file.is_none() {
+            self.file = open_spare();
         }
-        self.1 = self.1 && self.0.is_none();
+        self.owed = self.owed && self.file.is_none();
     }
 }
 

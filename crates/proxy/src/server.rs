@@ -83,7 +83,9 @@ impl Server {
             // A refused connection lingers a moment before its descriptor is free: until the
             // spare is back, waiting connections stay in the backlog rather than being
             // accepted into the last descriptor and leaving none to refuse the next.
-            spare.restore();
+            if spare.owed() {
+                spare.restore();
+            }
             if spare.owed() {
                 tokio::select! {
                     biased;
